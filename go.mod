@@ -1,0 +1,3 @@
+module github.com/bangerdev/banger
+
+go 1.26
