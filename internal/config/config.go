@@ -1,0 +1,124 @@
+// Package config loads banger's TOML configuration. Every key is optional;
+// unknown keys are rejected with the key named so typos never pass silently.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/bangerdev/banger/internal/errkind"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
+	// FirecrackerBin is the Firecracker binary (else BANGER_FIRECRACKER_BIN, else PATH).
+	FirecrackerBin string `toml:"firecracker_bin"`
+	// JailerBin is the Firecracker jailer binary; empty disables the jailer.
+	JailerBin string `toml:"jailer_bin"`
+	// QEMUBin is the QEMU system emulator (default qemu-system-x86_64 from PATH).
+	QEMUBin string `toml:"qemu_bin"`
+	// DefaultVMM is qemu or firecracker.
+	DefaultVMM string `toml:"default_vmm"`
+	// DefaultImage is the image `vm run` and `vm create` use without --image.
+	DefaultImage string `toml:"default_image"`
+	// DefaultKernel is the kernel used for images pulled without kernel flags.
+	DefaultKernel string `toml:"default_kernel"`
+	// InsecureRegistries may be reached over plain HTTP (loopback always may).
+	InsecureRegistries []string `toml:"insecure_registries"`
+	// VMDefaults size new VMs when flags are omitted.
+	VMDefaults VMDefaults `toml:"vm_defaults"`
+	// Network configures the bridge and NAT.
+	Network Network `toml:"network"`
+}
+
+// VMDefaults are the sizing defaults for new VMs.
+type VMDefaults struct {
+	CPUs      int    `toml:"cpus"`
+	MemoryMiB int    `toml:"memory_mib"`
+	DiskSize  string `toml:"disk_size"`
+}
+
+// Network configures host networking for VMs.
+type Network struct {
+	Bridge string `toml:"bridge"`
+	CIDR   string `toml:"cidr"`
+}
+
+// Default returns the built-in configuration.
+func Default() Config {
+	return Config{
+		LogLevel:      "info",
+		DefaultVMM:    "qemu",
+		DefaultImage:  "busybox",
+		DefaultKernel: "debian-cloud-6.1",
+		Network:       Network{Bridge: "banger0", CIDR: "172.30.0.0/24"},
+	}
+}
+
+// Load reads the file at path over the defaults. A missing file is not an
+// error; a malformed one is, naming the file, line and key.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return cfg, nil
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("reading config %s: %w", path, err)
+	}
+	if err := Parse(data, &cfg); err != nil {
+		return cfg, errkind.Wrap(errkind.InvalidArgument, err, "config %s", path)
+	}
+	return cfg, nil
+}
+
+// Parse decodes TOML data into cfg, rejecting unknown keys, then validates.
+func Parse(data []byte, cfg *Config) error {
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		var sm *toml.StrictMissingError
+		if errors.As(err, &sm) && len(sm.Errors) > 0 {
+			var keys []string
+			for _, e := range sm.Errors {
+				keys = append(keys, strings.Join(e.Key(), "."))
+			}
+			return fmt.Errorf("unknown key %s", strings.Join(keys, ", "))
+		}
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			return fmt.Errorf("line %d column %d: %s", row, col, de.Error())
+		}
+		return err
+	}
+	return cfg.Validate()
+}
+
+// Validate checks value ranges and enumerations.
+func (c *Config) Validate() error {
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	switch c.DefaultVMM {
+	case "qemu", "firecracker":
+	default:
+		return fmt.Errorf("default_vmm %q: want qemu or firecracker", c.DefaultVMM)
+	}
+	if c.VMDefaults.CPUs < 0 || c.VMDefaults.CPUs > 256 {
+		return fmt.Errorf("vm_defaults.cpus %d out of range", c.VMDefaults.CPUs)
+	}
+	if c.VMDefaults.MemoryMiB < 0 {
+		return fmt.Errorf("vm_defaults.memory_mib %d out of range", c.VMDefaults.MemoryMiB)
+	}
+	return nil
+}

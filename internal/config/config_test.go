@@ -1,0 +1,74 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bangerdev/banger/internal/errkind"
+)
+
+func TestLoadMissingFileGivesDefaults(t *testing.T) {
+	cfg, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DefaultVMM != "qemu" || cfg.LogLevel != "info" {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		wantErr string
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "empty", in: "", check: func(t *testing.T, c Config) {
+			if c.Network.Bridge != "banger0" {
+				t.Errorf("bridge = %q", c.Network.Bridge)
+			}
+		}},
+		{name: "values", in: "log_level = \"debug\"\nfirecracker_bin = \"/opt/fc\"\n[vm_defaults]\ncpus = 4\nmemory_mib = 2048\n", check: func(t *testing.T, c Config) {
+			if c.LogLevel != "debug" || c.FirecrackerBin != "/opt/fc" || c.VMDefaults.CPUs != 4 || c.VMDefaults.MemoryMiB != 2048 {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{name: "unknown top key", in: "log_levle = \"debug\"\n", wantErr: "unknown key log_levle"},
+		{name: "unknown nested key", in: "[vm_defaults]\ncpu = 2\n", wantErr: "unknown key vm_defaults.cpu"},
+		{name: "bad level", in: "log_level = \"loud\"\n", wantErr: "log_level \"loud\""},
+		{name: "bad vmm", in: "default_vmm = \"xen\"\n", wantErr: "default_vmm"},
+		{name: "syntax", in: "log_level = \n", wantErr: "line 1"},
+		{name: "wrong type", in: "[vm_defaults]\ncpus = \"two\"\n", wantErr: "line 2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			err := Parse([]byte(tt.in), &c)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestLoadMalformedIsInvalidArgument(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(p, []byte("bogus = 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(p)
+	if !errors.Is(err, errkind.InvalidArgument) || !strings.Contains(err.Error(), p) {
+		t.Fatalf("err = %v", err)
+	}
+}
