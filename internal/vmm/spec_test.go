@@ -19,7 +19,7 @@ func TestCmdline(t *testing.T) {
 		t.Errorf("got %q\nwant %q", got, want)
 	}
 	for _, bad := range []string{"banger.chan=vsock:1", "console=tty0", "tsc_early_khz=1"} {
-		if _, err := Cmdline("quiet "+bad); errkind.Of(err) != errkind.InvalidArgument {
+		if _, err := Cmdline("quiet " + bad); errkind.Of(err) != errkind.InvalidArgument {
 			t.Errorf("Cmdline(%q) = %v, want invalid argument", bad, err)
 		}
 	}
