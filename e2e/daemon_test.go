@@ -1,0 +1,149 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestDaemonLifecycle(t *testing.T) {
+	e := newEnv(t)
+
+	// The first command starts the daemon on its own.
+	out := e.must("version")
+	if !strings.Contains(out, "bangerd") || !strings.Contains(out, "api v1") {
+		t.Fatalf("version output: %q", out)
+	}
+	pid := e.daemonPID()
+	if pid == 0 || syscall.Kill(pid, 0) != nil {
+		t.Fatalf("daemon not running after version (pid %d)", pid)
+	}
+
+	fi, err := os.Stat(e.socket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode = %v, want socket 0600", fi.Mode())
+	}
+	if dfi, _ := os.Stat(filepath.Dir(e.socket())); dfi.Mode().Perm() != 0o700 {
+		t.Fatalf("runtime dir mode = %v", dfi.Mode().Perm())
+	}
+
+	// The API answers over curl-style HTTP on the socket.
+	var v struct {
+		Version string `json:"version"`
+		PID     int    `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(e.must("version", "-o", "json")), &v); err != nil {
+		t.Fatal(err)
+	}
+	if curl, err := exec.LookPath("curl"); err == nil {
+		b, err := exec.Command(curl, "-sf", "--unix-socket", e.socket(), "http://banger/v1/health").Output()
+		if err != nil || !strings.Contains(string(b), `"ok"`) {
+			t.Fatalf("curl health: %v %s", err, b)
+		}
+	}
+
+	// A second daemon on the same socket is refused and changes nothing.
+	r := exec.Command(e.bins.Bangerd)
+	r.Env = e.environ()
+	outb, err := r.CombinedOutput()
+	if err == nil || !strings.Contains(string(outb), "another bangerd") {
+		t.Fatalf("second daemon: err=%v out=%s", err, outb)
+	}
+	if e.daemonPID() != pid {
+		t.Fatalf("lock file rewritten by the refused daemon")
+	}
+	e.must("daemon", "status")
+
+	// Stop, then status reports it is down with exit code 3.
+	e.must("daemon", "stop")
+	if syscall.Kill(pid, 0) == nil {
+		time.Sleep(100 * time.Millisecond)
+		if syscall.Kill(pid, 0) == nil {
+			t.Fatalf("daemon pid %d still alive after stop", pid)
+		}
+	}
+	if r := e.run("daemon", "status"); r.code != 3 || !strings.Contains(r.stdout, "not running") {
+		t.Fatalf("status after stop: %+v", r)
+	}
+	if _, err := os.Stat(e.socket()); !os.IsNotExist(err) {
+		t.Fatalf("socket left behind: %v", err)
+	}
+	if !strings.Contains(e.must("daemon", "logs"), "bangerd listening") {
+		t.Fatal("daemon log lacks the start line")
+	}
+}
+
+func TestStaleSocketIsReplaced(t *testing.T) {
+	e := newEnv(t)
+	if err := os.MkdirAll(filepath.Dir(e.socket()), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A socket file nobody listens on (a daemon killed with -9).
+	l, err := netListenUnix(e.socket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	e.must("version")
+}
+
+func TestBadInput(t *testing.T) {
+	e := newEnv(t)
+	cfgDir := filepath.Join(e.home, "config")
+	if err := os.MkdirAll(cfgDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfgDir, "config.toml"), []byte("log_levl = \"debug\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("version")
+	if r.code == 0 || !strings.Contains(r.stderr, "unknown key log_levl") {
+		t.Fatalf("malformed config: %+v", r)
+	}
+	if strings.Count(strings.TrimSpace(r.stderr), "\n") > 1 {
+		t.Fatalf("error is not one line plus a hint: %q", r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(e.home, "state")); !os.IsNotExist(err) {
+		t.Fatalf("malformed config still created the state dir: %v", err)
+	}
+	os.Remove(filepath.Join(cfgDir, "config.toml"))
+
+	if r := e.run("no-such-command"); r.code != 2 || !strings.HasPrefix(r.stderr, "banger: ") {
+		t.Fatalf("unknown command: %+v", r)
+	}
+	if r := e.run("version", "-o", "yaml"); r.code != 2 {
+		t.Fatalf("bad output format: %+v", r)
+	}
+}
+
+func TestNewerDatabaseRefused(t *testing.T) {
+	e := newEnv(t)
+	e.must("version")
+	e.must("daemon", "stop")
+	db := filepath.Join(e.home, "state", "banger.db")
+	sqlite(t, db, "INSERT INTO schema_migrations(id, name, applied_at) VALUES (999, 'future', 'x')")
+	before, _ := os.ReadFile(db)
+
+	cmd := exec.Command(e.bins.Bangerd, "--check-migrations")
+	cmd.Env = e.environ()
+	if err := cmd.Run(); exitOf(err) != 2 {
+		t.Fatalf("--check-migrations exit = %d, want 2", exitOf(err))
+	}
+	r := e.run("version")
+	if r.code == 0 || !strings.Contains(r.stderr, "newer") {
+		t.Fatalf("newer database: %+v", r)
+	}
+	after, _ := os.ReadFile(db)
+	if string(before) != string(after) {
+		t.Fatal("database changed")
+	}
+}

@@ -1,0 +1,179 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/buildinfo"
+	"github.com/bangerdev/banger/internal/client"
+	"github.com/bangerdev/banger/internal/config"
+	"github.com/bangerdev/banger/internal/errkind"
+)
+
+const daemonStartTimeout = 20 * time.Second
+
+// client returns a client for a daemon that answers and matches this CLI's
+// version, starting (or restarting) bangerd when needed.
+func (a *App) client(ctx context.Context) (*client.Client, error) {
+	c := client.New(a.Layout.Socket())
+	v, err := probe(ctx, c)
+	switch {
+	case err == nil:
+		if reason := a.staleDaemon(v); reason != "" {
+			fmt.Fprintf(a.Stderr, "banger: restarting bangerd (%s)\n", reason)
+			if err := a.stopDaemon(ctx, c); err != nil {
+				return nil, err
+			}
+			return c, a.startDaemon(ctx, c)
+		}
+		return c, nil
+	case errors.Is(err, client.ErrNoDaemon):
+		return c, a.startDaemon(ctx, c)
+	default:
+		return nil, err
+	}
+}
+
+func probe(ctx context.Context, c *client.Client) (api.VersionInfo, error) {
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return c.Version(pctx)
+}
+
+// staleDaemon says why a running daemon must be replaced, or "".
+func (a *App) staleDaemon(v api.VersionInfo) string {
+	if v.Version != buildinfo.Version {
+		return fmt.Sprintf("daemon %s, cli %s", v.Version, buildinfo.Version)
+	}
+	bin, err := a.daemonBin()
+	if err != nil || v.Executable == "" {
+		return ""
+	}
+	if filepath.Clean(bin) != filepath.Clean(v.Executable) {
+		return ""
+	}
+	if fi, err := os.Stat(bin); err == nil && !fi.ModTime().Equal(v.ExeModTime) {
+		return "bangerd binary was rebuilt"
+	}
+	return ""
+}
+
+func (a *App) daemonBin() (string, error) {
+	if a.DaemonBin != "" {
+		return a.DaemonBin, nil
+	}
+	if b := os.Getenv("BANGER_DAEMON_BIN"); b != "" {
+		return b, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		cand := filepath.Join(filepath.Dir(exe), "bangerd")
+		if fi, err := os.Stat(cand); err == nil && !fi.IsDir() {
+			return cand, nil
+		}
+	}
+	p, err := exec.LookPath("bangerd")
+	if err != nil {
+		return "", errkind.WithHint(errkind.New(errkind.Unavailable, "bangerd not found next to banger or in PATH"),
+			"build it with `make build` or set BANGER_DAEMON_BIN")
+	}
+	return p, nil
+}
+
+// startDaemon launches bangerd detached (own session, log to the state dir)
+// and waits until it answers.
+func (a *App) startDaemon(ctx context.Context, c *client.Client) error {
+	// A malformed config is reported before anything is created on disk.
+	if _, err := config.Load(a.Layout.ConfigFile()); err != nil {
+		return errkind.WithHint(err, "fix or remove "+a.Layout.ConfigFile())
+	}
+	bin, err := a.daemonBin()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(a.Layout.StateDir, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", a.Layout.StateDir, err)
+	}
+	logPath := a.Layout.DaemonLog()
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening daemon log: %w", err)
+	}
+	defer logf.Close()
+	info, _ := logf.Stat()
+	offset := info.Size()
+	cmd := exec.Command(bin)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", bin, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	deadline := time.Now().Add(daemonStartTimeout)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			return errkind.WithHint(fmt.Errorf("bangerd exited during start-up (%v): %s", err, lastLogLine(logPath, offset)),
+				"see "+logPath)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if _, err := probe(ctx, c); err == nil {
+			return nil
+		}
+	}
+	return errkind.WithHint(errkind.New(errkind.Unavailable, "bangerd did not answer on %s within %s", c.Socket(), daemonStartTimeout),
+		"see "+logPath)
+}
+
+func lastLogLine(path string, offset int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	_, _ = f.Seek(offset, io.SeekStart)
+	var last string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); l != "" {
+			last = l
+		}
+	}
+	return last
+}
+
+// stopDaemon asks the daemon to exit and waits until the socket is gone.
+func (a *App) stopDaemon(ctx context.Context, c *client.Client) error {
+	v, err := probe(ctx, c)
+	if errors.Is(err, client.ErrNoDaemon) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := c.Shutdown(ctx); err != nil && !errors.Is(err, client.ErrNoDaemon) {
+		return err
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if syscall.Kill(v.PID, 0) != nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return errkind.New(errkind.Unavailable, "bangerd (pid %d) did not exit", v.PID)
+}

@@ -1,0 +1,8 @@
+package cli
+
+import "github.com/spf13/cobra"
+
+// extraCommands returns the resource command groups (images, kernels, VMs).
+func (a *App) extraCommands() []*cobra.Command {
+	return nil
+}
