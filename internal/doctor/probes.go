@@ -137,6 +137,10 @@ func lookPathSbin(name string) (string, error) {
 
 func runCombined(ctx context.Context, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
+	// Run the tool in its own process group and kill the whole group on
+	// cancellation, so a hung tool's children do not outlive the check.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// Do not wait forever for output pipes held open by a stray child.
 	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
