@@ -9,6 +9,18 @@
 //
 // Under CI (env CI=true) a missing tool that scripts/setup.sh installs is a
 // test failure, not a skip: CI must not pass by skipping.
+//
+// A typical end-to-end test:
+//
+//	func TestMain(m *testing.M) { testenv.Main(m) } // removes built binaries
+//
+//	func TestPull(t *testing.T) {
+//		reg := testenv.StartRegistry(t)        // stopped by t.Cleanup
+//		ref := testenv.PushBusybox(t, reg)     // "127.0.0.1:PORT/busybox:latest"
+//		bins := testenv.BuildBinaries(t)       // bins.Banger, bins.Bangerd, bins.Agent
+//		...
+//		for _, p := range testenv.BusyboxFiles(t) { /* debugfs -R "stat "+p */ }
+//	}
 package testenv
 
 import (
