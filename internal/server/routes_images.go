@@ -1,5 +1,5 @@
 package server
 
-import "net/http"
-
-func (s *Server) imageRoutes(mux *http.ServeMux) {}
+func (s *Server) imageRoutes() []route {
+	return nil
+}

@@ -1,5 +1,5 @@
 package server
 
-import "net/http"
-
-func (s *Server) kernelRoutes(mux *http.ServeMux) {}
+func (s *Server) kernelRoutes() []route {
+	return nil
+}

@@ -1,5 +1,5 @@
 package server
 
-import "net/http"
-
-func (s *Server) vmRoutes(mux *http.ServeMux) {}
+func (s *Server) vmRoutes() []route {
+	return nil
+}

@@ -117,15 +117,31 @@ func Run(ctx context.Context, opts Options) error {
 	return nil
 }
 
+// route is one API operation: METHOD and path under /v1.
+type route struct {
+	method, path string
+	h            http.HandlerFunc
+}
+
+// routeTable lists every API route; docs/openapi.yaml documents exactly
+// these (checked by a test).
+func (s *Server) routeTable() []route {
+	rs := []route{
+		{"GET", "/version", s.version},
+		{"GET", "/health", s.health},
+		{"POST", "/daemon/shutdown", s.shutdownHandler},
+	}
+	rs = append(rs, s.imageRoutes()...)
+	rs = append(rs, s.kernelRoutes()...)
+	rs = append(rs, s.vmRoutes()...)
+	return rs
+}
+
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	p := api.Prefix
-	mux.HandleFunc("GET "+p+"/version", s.version)
-	mux.HandleFunc("GET "+p+"/health", s.health)
-	mux.HandleFunc("POST "+p+"/daemon/shutdown", s.shutdownHandler)
-	s.imageRoutes(mux)
-	s.kernelRoutes(mux)
-	s.vmRoutes(mux)
+	for _, r := range s.routeTable() {
+		mux.HandleFunc(r.method+" "+api.Prefix+r.path, r.h)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errkind.New(errkind.NotFound, "no route %s %s", r.Method, r.URL.Path))
 	})
