@@ -8,13 +8,17 @@ package kerneltest
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/bangerdev/banger/internal/errkind"
+	"github.com/bangerdev/banger/internal/kernel"
 	"github.com/bangerdev/banger/internal/kernel/apt"
 )
 
@@ -98,4 +102,37 @@ func lock(t testing.TB, path string) func() {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}
+}
+
+// DebianCloudKernel returns the Debian cloud kernel imported into a kernel
+// store kept in the test cache (<cache>/kernels), importing it from
+// DebianCloudDeb on first use. Its files (Vmlinux, Vmlinuz, ModulesDir) are
+// shared between tests: treat them as read-only.
+func DebianCloudKernel(t testing.TB) kernel.Kernel {
+	t.Helper()
+	deb := DebianCloudDeb(t)
+	dir := CacheDir(t)
+	unlock := lock(t, filepath.Join(dir, ".kernels.lock"))
+	defer unlock()
+
+	store, err := kernel.NewStore(filepath.Join(dir, "kernels"))
+	if err != nil {
+		t.Fatalf("kerneltest: %v", err)
+	}
+	// linux-image-<release>_<version>_amd64.deb -> <release>
+	name := strings.TrimPrefix(strings.SplitN(filepath.Base(deb), "_", 2)[0], "linux-image-")
+	ctx := context.Background()
+	k, err := store.Get(ctx, name)
+	if err == nil {
+		return k
+	}
+	if !errors.Is(err, errkind.NotFound) {
+		t.Fatalf("kerneltest: %v", err)
+	}
+	os.RemoveAll(filepath.Join(store.Dir(), name+".staging")) // left by a killed test run
+	k, err = store.ImportDeb(ctx, name, deb)
+	if err != nil {
+		t.Fatalf("kerneltest: importing %s: %v", deb, err)
+	}
+	return k
 }

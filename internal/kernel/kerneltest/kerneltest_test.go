@@ -32,3 +32,21 @@ func TestDebianCloudDeb(t *testing.T) {
 		t.Fatalf("second call returned %s, want %s", again, p)
 	}
 }
+
+func TestDebianCloudKernel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("imports a real kernel package")
+	}
+	k := DebianCloudKernel(t)
+	if k.Version == "" || k.ModulesDir == "" || k.Vmlinux == "" || k.Vmlinuz == "" {
+		t.Fatalf("kernel = %+v", k)
+	}
+	for _, p := range []string{k.Vmlinux, k.Vmlinuz, k.ModulesDir} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if again := DebianCloudKernel(t); again.Dir != k.Dir || again.SHA256 != k.SHA256 {
+		t.Fatalf("second call returned %+v", again)
+	}
+}
