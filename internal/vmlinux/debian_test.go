@@ -1,4 +1,4 @@
-package vmlinux
+package vmlinux_test
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/kernel/kerneltest"
+	"github.com/bangerdev/banger/internal/vmlinux"
 )
 
 // debianVmlinuz unpacks boot/vmlinuz-* from the cached Debian cloud kernel
@@ -42,17 +43,17 @@ func debianVmlinuz(t *testing.T) []byte {
 
 func TestExtractDebianCloud(t *testing.T) {
 	bz := debianVmlinuz(t)
-	h, err := ParseHeader(bz)
+	h, err := vmlinux.ParseHeader(bz)
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	got, codec, err := Extract(bz)
+	got, codec, err := vmlinux.Extract(bz)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("boot protocol %#x, %s payload %d bytes at %#x -> %d bytes ELF in %v, release %s",
-		h.BootProtocol, codec, h.PayloadLength, h.PayloadOffset, len(got), time.Since(start), Release(bz))
+		h.BootProtocol, codec, h.PayloadLength, h.PayloadOffset, len(got), time.Since(start), vmlinux.Release(bz))
 
 	f, err := elf.NewFile(bytes.NewReader(got))
 	if err != nil {
@@ -61,7 +62,7 @@ func TestExtractDebianCloud(t *testing.T) {
 	if f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 || f.Type != elf.ET_EXEC {
 		t.Fatalf("ELF class %v machine %v type %v, want 64-bit x86-64 executable", f.Class, f.Machine, f.Type)
 	}
-	if rel, elfRel := Release(bz), Release(got); rel == "" || rel != elfRel {
+	if rel, elfRel := vmlinux.Release(bz), vmlinux.Release(got); rel == "" || rel != elfRel {
 		t.Fatalf("release from bzImage %q, from vmlinux %q", rel, elfRel)
 	}
 
@@ -69,19 +70,19 @@ func TestExtractDebianCloud(t *testing.T) {
 	payload := bz[h.PayloadOffset : h.PayloadOffset+h.PayloadLength]
 	var ref []string
 	switch codec {
-	case CodecLZ4:
+	case vmlinux.CodecLZ4:
 		ref = []string{"lz4", "-dc"}
-	case CodecXZ:
+	case vmlinux.CodecXZ:
 		ref = []string{"xz", "-dc"}
-	case CodecZstd:
+	case vmlinux.CodecZstd:
 		ref = []string{"zstd", "-dc"}
-	case CodecGzip:
+	case vmlinux.CodecGzip:
 		ref = []string{"gzip", "-dc"}
 	}
 	if _, err := exec.LookPath(ref[0]); err != nil {
 		t.Skipf("%s not installed; skipping byte comparison", ref[0])
 	}
-	if codec != CodecGzip {
+	if codec != vmlinux.CodecGzip {
 		payload = payload[:len(payload)-4] // the size trailer the CLI does not expect
 	}
 	cmd := exec.Command(ref[0], ref[1:]...)
