@@ -170,6 +170,9 @@ func (c *countWriter) Write(b []byte) (int, error) {
 // vmlinux sha256, say); the cache key also covers the agent's sha256 and the
 // module roots, so a new agent build or module set gets a new file.
 func Cached(ctx context.Context, cacheDir, kernelID string, spec Spec) (string, error) {
+	if kernelID == "" {
+		return "", errkind.New(errkind.InvalidArgument, "initrd cache: empty kernel id")
+	}
 	agentSum, err := fileSHA256(spec.AgentPath)
 	if err != nil {
 		if os.IsNotExist(err) {

@@ -267,3 +267,10 @@ func TestCached(t *testing.T) {
 		t.Fatalf("new module set got %s, %v", p5, err)
 	}
 }
+
+func TestCachedNeedsKernelID(t *testing.T) {
+	_, err := Cached(context.Background(), t.TempDir(), "", Spec{AgentPath: fakeAgent(t, "a")})
+	if !errors.Is(err, errkind.InvalidArgument) {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -1,7 +1,6 @@
 package kernel
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"debug/elf"
@@ -149,7 +148,8 @@ func (s *Store) build(ctx context.Context, name string, fill func(staging string
 }
 
 // installKernel writes vmlinux (and vmlinuz, when a bzImage is given) into
-// dir and returns the manifest fields it knows.
+// dir and returns the manifest fields it knows. A vmlinux extracted from a
+// bzImage is streamed to disk, not held in memory.
 func installKernel(dir, vmlinuzPath, vmlinuxPath string) (Manifest, error) {
 	var bz, elfImg []byte
 	for _, p := range []string{vmlinuzPath, vmlinuxPath} {
@@ -178,34 +178,39 @@ func installKernel(dir, vmlinuzPath, vmlinuxPath string) (Manifest, error) {
 		}
 		m.HasVmlinuz = true
 		m.Version = vmlinux.Release(bz)
-		if elfImg == nil {
+	}
+	if elfImg == nil && bz != nil {
+		h := sha256.New()
+		err := fsatomic.WriteFrom(filepath.Join(dir, VmlinuxFile), 0o644, func(w io.Writer) error {
 			var err error
-			if elfImg, m.Codec, err = vmlinux.Extract(bz); err != nil {
-				return m, fmt.Errorf("extracting vmlinux: %w", err)
-			}
+			m.Codec, m.Size, err = vmlinux.WriteTo(io.MultiWriter(w, h), bz)
+			return err
+		})
+		if err != nil {
+			return m, fmt.Errorf("extracting vmlinux: %w", err)
+		}
+		m.SHA256 = hex.EncodeToString(h.Sum(nil))
+	} else {
+		if m.Version == "" {
+			m.Version = vmlinux.Release(elfImg)
+		}
+		sum := sha256.Sum256(elfImg)
+		m.SHA256 = hex.EncodeToString(sum[:])
+		m.Size = int64(len(elfImg))
+		if err := fsatomic.WriteFile(filepath.Join(dir, VmlinuxFile), elfImg, 0o644); err != nil {
+			return m, err
 		}
 	}
-	if err := checkELF(elfImg); err != nil {
-		return m, err
-	}
-	if m.Version == "" {
-		m.Version = vmlinux.Release(elfImg)
-	}
-	sum := sha256.Sum256(elfImg)
-	m.SHA256 = hex.EncodeToString(sum[:])
-	m.Size = int64(len(elfImg))
-	if err := fsatomic.WriteFile(filepath.Join(dir, VmlinuxFile), elfImg, 0o644); err != nil {
-		return m, err
-	}
-	return m, nil
+	return m, checkELF(filepath.Join(dir, VmlinuxFile))
 }
 
 // checkELF makes sure a vmlinux is a readable executable ELF.
-func checkELF(b []byte) error {
-	f, err := elf.NewFile(bytes.NewReader(b))
+func checkELF(path string) error {
+	f, err := elf.Open(path)
 	if err != nil {
 		return errkind.Wrap(errkind.InvalidArgument, err, "vmlinux is not a valid ELF file")
 	}
+	defer f.Close()
 	if f.Type != elf.ET_EXEC {
 		return errkind.New(errkind.InvalidArgument, "vmlinux is an ELF %v, not an executable kernel", f.Type)
 	}
