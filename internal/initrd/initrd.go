@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/fsatomic"
@@ -186,6 +187,8 @@ func Cached(ctx context.Context, cacheDir, kernelID string, spec Spec) (string, 
 	name := "initrd-" + hex.EncodeToString(key.Sum(nil))[:32] + ".img"
 	path := filepath.Join(cacheDir, name)
 	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
+		now := time.Now()
+		os.Chtimes(path, now, now) // mark as used, for PruneCache
 		return path, nil
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
@@ -201,6 +204,28 @@ func Cached(ctx context.Context, cacheDir, kernelID string, spec Spec) (string, 
 		return "", errkind.New(errkind.Conflict, "agent binary %s changed during the initrd build", spec.AgentPath)
 	}
 	return path, nil
+}
+
+// PruneCache removes cached initrds under cacheDir not used (built or
+// returned by Cached) for longer than maxAge, and returns their paths.
+func PruneCache(cacheDir string, maxAge time.Duration) ([]string, error) {
+	matches, err := filepath.Glob(filepath.Join(cacheDir, "initrd-*.img"))
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	cutoff := time.Now().Add(-maxAge)
+	for _, p := range matches {
+		fi, err := os.Stat(p)
+		if err != nil || !fi.ModTime().Before(cutoff) {
+			continue
+		}
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return removed, fmt.Errorf("pruning initrd cache: %w", err)
+		}
+		removed = append(removed, p)
+	}
+	return removed, nil
 }
 
 func fileSHA256(path string) (string, error) {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/initrd/cpio"
@@ -244,7 +245,7 @@ func TestCached(t *testing.T) {
 	if err != nil || p2 != p1 {
 		t.Fatalf("second call %s, %v; want cached %s", p2, err, p1)
 	}
-	if st2, _ := os.Stat(p2); !st2.ModTime().Equal(st1.ModTime()) {
+	if st2, _ := os.Stat(p2); !os.SameFile(st1, st2) {
 		t.Error("cached initrd was rebuilt")
 	}
 	p3, err := Cached(ctx, cache, "kernel-b", spec)
@@ -272,5 +273,33 @@ func TestCachedNeedsKernelID(t *testing.T) {
 	_, err := Cached(context.Background(), t.TempDir(), "", Spec{AgentPath: fakeAgent(t, "a")})
 	if !errors.Is(err, errkind.InvalidArgument) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestPruneCache(t *testing.T) {
+	ctx := context.Background()
+	cache := t.TempDir()
+	agent := fakeAgent(t, "agent")
+	old, err := Cached(ctx, cache, "kernel-old", Spec{AgentPath: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recent, err := Cached(ctx, cache, "kernel-new", Spec{AgentPath: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	longAgo := time.Now().Add(-48 * time.Hour)
+	os.Chtimes(old, longAgo, longAgo)
+	os.Chtimes(recent, longAgo, longAgo)
+	// A cache hit marks the file as used.
+	if p, err := Cached(ctx, cache, "kernel-new", Spec{AgentPath: agent}); err != nil || p != recent {
+		t.Fatalf("Cached = %s, %v", p, err)
+	}
+	removed, err := PruneCache(cache, 24*time.Hour)
+	if err != nil || !slices.Equal(removed, []string{old}) {
+		t.Fatalf("PruneCache removed %v, %v; want %s", removed, err, old)
+	}
+	if _, err := os.Stat(recent); err != nil {
+		t.Fatal(err)
 	}
 }
