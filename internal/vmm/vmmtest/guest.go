@@ -2,7 +2,6 @@ package vmmtest
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -11,11 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bangerdev/banger/internal/fsatomic"
 	"github.com/bangerdev/banger/internal/initrd"
 	"github.com/bangerdev/banger/internal/kernel/kerneltest"
 	"github.com/bangerdev/banger/internal/testenv"
-	"github.com/bangerdev/banger/internal/vmlinux"
 )
 
 // Agent is the part of the guest agent client the suite uses.
@@ -53,67 +50,15 @@ type Kernel struct {
 	Release    string
 }
 
-// DebianKernel extracts the kerneltest Debian cloud kernel package once into
-// the test cache (dpkg-deb -x, then vmlinux from the bzImage) and returns its
-// files. Skips when the package or dpkg-deb is unavailable.
+// DebianKernel returns the Debian cloud kernel fixture (imported once into
+// the test cache by kerneltest). Skips when it cannot be fetched.
 func DebianKernel(t testing.TB) Kernel {
 	t.Helper()
-	deb := kerneltest.DebianCloudDeb(t)
-	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		t.Skip("dpkg-deb not installed")
+	k := kerneltest.DebianCloudKernel(t)
+	if k.Vmlinux == "" || k.ModulesDir == "" {
+		t.Fatalf("kernel fixture lacks vmlinux or modules: %+v", k)
 	}
-	dir := filepath.Join(kerneltest.CacheDir(t), strings.TrimSuffix(filepath.Base(deb), ".deb")+".extracted")
-	if k, err := readKernel(dir); err == nil {
-		return k
-	}
-	staging, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+fsatomic.StagingSuffix+"-")
-	if err != nil {
-		t.Fatalf("extracting kernel: %v", err)
-	}
-	defer os.RemoveAll(staging)
-	if out, err := exec.Command("dpkg-deb", "-x", deb, staging).CombinedOutput(); err != nil {
-		t.Fatalf("dpkg-deb -x %s: %v\n%s", deb, err, out)
-	}
-	vmlinuz, _ := filepath.Glob(filepath.Join(staging, "boot", "vmlinuz-*"))
-	if len(vmlinuz) != 1 {
-		t.Fatalf("expected one boot/vmlinuz-* in %s, got %v", deb, vmlinuz)
-	}
-	bz, err := os.ReadFile(vmlinuz[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	elf, _, err := vmlinux.Extract(bz)
-	if err != nil {
-		t.Fatalf("extracting vmlinux from %s: %v", vmlinuz[0], err)
-	}
-	if err := os.WriteFile(filepath.Join(staging, "boot", "vmlinux"), elf, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// Publish; a concurrent process may have won the race, which is fine.
-	if err := os.Rename(staging, dir); err != nil {
-		if k, err2 := readKernel(dir); err2 == nil {
-			return k
-		}
-		t.Fatalf("publishing extracted kernel: %v", err)
-	}
-	k, err := readKernel(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func readKernel(dir string) (Kernel, error) {
-	vmlinuz, _ := filepath.Glob(filepath.Join(dir, "boot", "vmlinuz-*"))
-	mods, _ := filepath.Glob(filepath.Join(dir, "lib", "modules", "*"))
-	if len(vmlinuz) != 1 || len(mods) != 1 {
-		return Kernel{}, fmt.Errorf("incomplete kernel dir %s", dir)
-	}
-	vml := filepath.Join(dir, "boot", "vmlinux")
-	if _, err := os.Stat(vml); err != nil {
-		return Kernel{}, err
-	}
-	return Kernel{Vmlinuz: vmlinuz[0], Vmlinux: vml, ModulesDir: mods[0], Release: filepath.Base(mods[0])}, nil
+	return Kernel{Vmlinuz: k.Vmlinuz, Vmlinux: k.Vmlinux, ModulesDir: k.ModulesDir, Release: k.Version}
 }
 
 // BusyboxBaseDisk builds a small read-only base image from the host's static
