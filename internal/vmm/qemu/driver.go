@@ -198,7 +198,7 @@ func (d *Driver) Boot(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) 
 func clearStale(f layout) error {
 	if b, err := os.ReadFile(f.PIDFile); err == nil {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			if args, err := vmproc.CmdlineOf(pid); err == nil && argsMention(args, f.QMPSocket) {
+			if args, err := vmproc.CmdlineOf(pid); err == nil && argsMention(args, optEscape(f.QMPSocket)) {
 				if st, err := vmproc.StartTimeOf(pid); err == nil && !st.Zombie() {
 					return errkind.New(errkind.Conflict, "a qemu process (pid %d) is already running for %s", pid, f.PIDFile)
 				}
@@ -283,7 +283,7 @@ func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec, id vmm.Identity) (vmm
 	if id.ControlSocket == "" {
 		return nil, errkind.New(errkind.InvalidArgument, "identity has no qmp socket")
 	}
-	p, err := vmproc.Attach(id.PID, id.StartTime, id.ControlSocket)
+	p, err := vmproc.Attach(id.PID, id.StartTime, optEscape(id.ControlSocket))
 	if err != nil {
 		if errors.Is(err, vmproc.ErrGone) {
 			return nil, errkind.Wrap(errkind.NotFound, err, "qemu process of %s is not running", id.RunDir)
