@@ -276,4 +276,3 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("shutdown without hook: %v", err)
 	}
 }
-
