@@ -175,6 +175,10 @@ func extractDeb(ctx context.Context, debPath, dir string) (debContents, error) {
 		}
 		h, err := tr.Next()
 		if err == io.EOF {
+			// Read to the end so the decompressor checks its trailer.
+			if _, err := io.Copy(io.Discard, data); err != nil {
+				return debContents{}, errkind.Wrap(errkind.InvalidArgument, err, "reading Debian package data")
+			}
 			break
 		}
 		if err != nil {

@@ -183,6 +183,19 @@ func TestImportDebRejects(t *testing.T) {
 	if _, err := s.ImportDeb(ctx, "x", bad); !errors.Is(err, errkind.InvalidArgument) {
 		t.Errorf("bogus vmlinuz: %v", err)
 	}
+	// Corrupt compressed data (with the xz tool, when installed, and the
+	// pure-Go decoder).
+	for _, codec := range []string{".xz", ".zst", ".gz"} {
+		p := makeDeb(t, t.TempDir(), codec, kernelDebEntries(t))
+		b, _ := os.ReadFile(p)
+		for i := len(b) - 200; i < len(b)-100; i++ {
+			b[i] ^= 0x5a
+		}
+		os.WriteFile(p, b, 0o644)
+		if _, err := s.ImportDeb(ctx, "x", p); !errors.Is(err, errkind.InvalidArgument) {
+			t.Errorf("corrupt data.tar%s: %v", codec, err)
+		}
+	}
 	assertClean(t, s)
 }
 
