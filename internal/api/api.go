@@ -153,3 +153,7 @@ type VMInfo struct {
 	ConsoleLog string `json:"console_log,omitempty"`
 	Emulated   bool   `json:"emulated,omitempty"`
 }
+
+// ExecUpgrade is the Upgrade header of POST /v1/vms/{name}/exec: after the
+// 101 response the connection carries agentproto exec frames.
+const ExecUpgrade = "banger-exec"

@@ -173,3 +173,5 @@ func (c *Client) Health(ctx context.Context) error {
 func (c *Client) Shutdown(ctx context.Context) error {
 	return c.Do(ctx, http.MethodPost, "/daemon/shutdown", nil, nil)
 }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

@@ -57,7 +57,7 @@ func Default() Config {
 		LogLevel:      "info",
 		DefaultVMM:    "qemu",
 		DefaultImage:  "busybox",
-		DefaultKernel: "debian-cloud-6.1",
+		DefaultKernel: "debian-cloud",
 		Network:       Network{Bridge: "banger0", CIDR: "172.30.0.0/24"},
 	}
 }

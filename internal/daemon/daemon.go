@@ -8,12 +8,16 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/bangerdev/banger/internal/config"
 	"github.com/bangerdev/banger/internal/fsatomic"
+	"github.com/bangerdev/banger/internal/kernel"
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/store"
+	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
 
 // Options configure a Daemon.
@@ -29,7 +33,20 @@ type Daemon struct {
 	cfg       config.Config
 	log       *slog.Logger
 	store     *store.Store
+	kernels   *kernel.Store
+	drivers   map[string]vmm.Driver
+	vms       *vmRegistry
+	images    nameLocks  // names of in-flight pulls
+	kernelMu  sync.Mutex // kernel imports, pulls and removals
+	imageMu   sync.Mutex // image publishes and deletes (the seed's imageOpsMu)
 	startedAt time.Time
+
+	// pullAndFlatten is the registry seam of PullImage (tests stub it).
+	pullAndFlatten pullAndFlattenFunc
+
+	// ctx lives as long as the daemon; VM watchers use it, not requests.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // New opens the store (running migrations), removes leftovers of
@@ -51,18 +68,41 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	ks, err := kernel.NewStore(opts.Layout.KernelsDir())
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d := &Daemon{
 		layout:    opts.Layout,
 		cfg:       opts.Config,
 		log:       opts.Logger,
 		store:     st,
+		kernels:   ks,
+		drivers:   map[string]vmm.Driver{},
+		vms:       newVMRegistry(),
 		startedAt: time.Now(),
+		ctx:       dctx,
+		cancel:    cancel,
+	}
+	d.pullAndFlatten = d.realPullAndFlatten
+	q := qemu.New(qemu.Options{Binary: opts.Config.QEMUBin})
+	d.drivers[q.Name()] = q
+	if err := d.reconcileKernels(ctx); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("reconciling kernels: %w", err)
+	}
+	if err := d.reconcile(ctx); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("reconciling vms: %w", err)
 	}
 	return d, nil
 }
 
 // Close releases the daemon's resources. Running VMs keep running.
 func (d *Daemon) Close() error {
+	d.cancel()
 	return d.store.Close()
 }
 

@@ -1,0 +1,194 @@
+package daemon
+
+import (
+	"archive/tar"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/bytesize"
+	"github.com/bangerdev/banger/internal/errkind"
+	"github.com/bangerdev/banger/internal/ext4"
+	"github.com/bangerdev/banger/internal/fsatomic"
+	"github.com/bangerdev/banger/internal/imagepull"
+	"github.com/bangerdev/banger/internal/model"
+)
+
+// rootfsName is the image's root filesystem inside images/<id>/.
+const rootfsName = "rootfs.ext4"
+
+const minImageSize = 1 << 30
+
+// pulledImage is what pullAndFlatten reports about the image it wrote.
+type pulledImage struct {
+	Ref       string
+	Digest    string
+	Config    model.ImageConfig
+	TreeBytes int64 // size of the flattened tree (compact ext4 bytes)
+}
+
+// pullAndFlattenFunc pulls ref and writes its flattened root filesystem as
+// a compact ext4 at rootfs. It is a field on Daemon so tests can skip the
+// registry (as in the seed).
+type pullAndFlattenFunc func(ctx context.Context, ref, rootfs string, emit func(api.Event)) (pulledImage, error)
+
+// realPullAndFlatten streams registry → blob cache → flattener → ext4.
+func (d *Daemon) realPullAndFlatten(ctx context.Context, ref, rootfs string, emit func(api.Event)) (pulledImage, error) {
+	img, err := imagepull.Pull(ctx, ref, imagepull.Options{
+		CacheDir: d.layout.OCICacheDir(),
+		Insecure: d.cfg.InsecureRegistries,
+		Progress: func(p imagepull.Progress) {
+			e := api.Event{Stage: string(p.Stage)}
+			switch p.Stage {
+			case imagepull.StageDownloading:
+				e.Message = fmt.Sprintf("%d layers", p.Layers)
+				e.Current, e.Total, e.Unit = p.Bytes, p.Total, "bytes"
+			case imagepull.StageFlattening:
+				e.Message = fmt.Sprintf("layer %d/%d", p.Layer, p.Layers)
+			}
+			emit(e)
+		},
+	})
+	if err != nil {
+		return pulledImage{}, err
+	}
+	emit(api.Event{Stage: "writing", Message: "flattening layers into ext4"})
+	pr, pw := io.Pipe()
+	flattenErr := make(chan error, 1)
+	go func() {
+		tw := tar.NewWriter(pw)
+		_, err := imagepull.Flatten(ctx, img.Sources(), tw)
+		if err == nil {
+			err = tw.Close()
+		}
+		pw.CloseWithError(err)
+		flattenErr <- err
+	}()
+	info, werr := ext4.FromTar(ctx, pr, rootfs, ext4.Options{Label: "banger-rootfs"})
+	pr.CloseWithError(fmt.Errorf("ext4 writer stopped"))
+	ferr := <-flattenErr
+	if ferr != nil {
+		return pulledImage{}, fmt.Errorf("flattening %s: %w", ref, ferr)
+	}
+	if werr != nil {
+		return pulledImage{}, werr
+	}
+	c := img.Config
+	return pulledImage{
+		Ref: img.Ref, Digest: img.Digest, TreeBytes: info.Bytes,
+		Config: model.ImageConfig{Env: c.Env, WorkingDir: c.WorkingDir, User: c.User,
+			Entrypoint: c.Entrypoint, Cmd: c.Cmd, Labels: c.Labels},
+	}, nil
+}
+
+// PullImage downloads an OCI image, flattens it into an ext4 root
+// filesystem and registers it as a managed image, following the seed:
+//  1. parse and validate the ref; 2. derive the default name; 3. reject an
+//     existing name (before any download); 4. resolve kernel inputs;
+//  5. take the image lock and stage at <images>/<id>.staging; 6. pull into
+//     the blob cache and flatten; 7. size = max(tree×1.25, 1 GiB) unless
+//     --size; 8. build rootfs.ext4 in the staging dir; 9. stage boot
+//     artifacts; 10. publish by rename; 11. persist with Managed=true.
+//
+// Any failure removes the staging dir; a failure after the rename removes
+// the final dir.
+func (d *Daemon) PullImage(ctx context.Context, req api.ImagePullRequest, emit func(api.Event)) (*model.Image, error) {
+	// 1.
+	if _, err := imagepull.ParseRef(req.Ref, d.cfg.InsecureRegistries); err != nil {
+		return nil, err
+	}
+	// 2.
+	name := req.Name
+	if name == "" {
+		n, err := imagepull.DefaultName(req.Ref)
+		if err != nil {
+			return nil, err
+		}
+		name = n
+	}
+	if err := model.ValidateImageName("image", name); err != nil {
+		return nil, err
+	}
+	var size int64
+	if req.Size != "" {
+		s, err := bytesize.Parse(req.Size)
+		if err != nil {
+			return nil, errkind.Wrap(errkind.InvalidArgument, err, "--size")
+		}
+		size = s
+	}
+	// 3.
+	if _, err := d.store.GetImage(ctx, name); err == nil {
+		return nil, errkind.WithHint(errkind.New(errkind.AlreadyExists, "image %q already exists", name),
+			"choose another --name or delete it with `banger image delete "+name+"`")
+	}
+	// 4.
+	kin, err := d.resolveKernelInputs(ctx, kernelInputs{Ref: req.KernelRef, Kernel: req.KernelPath, Initrd: req.InitrdPath, Modules: req.ModulesDir})
+	if err != nil {
+		return nil, err
+	}
+	// 5.
+	if !d.images.reserve(name) {
+		return nil, errkind.New(errkind.AlreadyExists, "image %q is being pulled", name)
+	}
+	defer d.images.unreserve(name)
+	id := newID()
+	final := filepath.Join(d.layout.ImagesDir(), id)
+	staging := final + fsatomic.StagingSuffix
+	if err := os.MkdirAll(staging, 0o755); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", staging, err)
+	}
+	published := false
+	defer func() {
+		if !published {
+			os.RemoveAll(staging)
+		}
+	}()
+	// 6–8.
+	rootfs := filepath.Join(staging, rootfsName)
+	emit(api.Event{Stage: "resolving", Message: req.Ref})
+	pulled, err := d.pullAndFlatten(ctx, req.Ref, rootfs, emit)
+	if err != nil {
+		return nil, fmt.Errorf("pulling %s: %w", req.Ref, err)
+	}
+	if size == 0 {
+		size = max(pulled.TreeBytes*5/4, minImageSize)
+	}
+	if size < pulled.TreeBytes {
+		return nil, errkind.New(errkind.InvalidArgument, "--size %s is smaller than the image content (%s)",
+			bytesize.Format(size), bytesize.Format(pulled.TreeBytes))
+	}
+	if err := ext4.Grow(ctx, rootfs, size, false); err != nil {
+		return nil, fmt.Errorf("sizing rootfs: %w", err)
+	}
+	// 9.
+	im := &model.Image{
+		ID: id, Name: name, Managed: true, SourceRef: pulled.Ref, ManifestDigest: pulled.Digest,
+		Config: pulled.Config, SizeBytes: size, CreatedAt: time.Now().UTC(),
+	}
+	if err := stageBootArtifacts(staging, final, kin, im); err != nil {
+		return nil, err
+	}
+	im.RootfsPath = filepath.Join(final, rootfsName)
+	// 10.
+	d.imageMu.Lock()
+	defer d.imageMu.Unlock()
+	if _, err := d.store.GetImage(ctx, name); err == nil {
+		return nil, errkind.New(errkind.AlreadyExists, "image %q already exists", name)
+	}
+	if err := os.Rename(staging, final); err != nil {
+		return nil, fmt.Errorf("publishing image %s: %w", name, err)
+	}
+	published = true
+	// 11.
+	if err := d.store.CreateImage(context.WithoutCancel(ctx), im); err != nil {
+		os.RemoveAll(final)
+		return nil, err
+	}
+	emit(api.Event{Stage: "done", Message: fmt.Sprintf("image %s ready (%s)", name, bytesize.Format(pulled.TreeBytes))})
+	return im, nil
+}
