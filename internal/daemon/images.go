@@ -239,7 +239,9 @@ func (d *Daemon) PromoteImage(ctx context.Context, ref string, emit func(api.Eve
 }
 
 // ListImages returns every image.
-func (d *Daemon) ListImages(ctx context.Context) ([]*model.Image, error) { return d.store.ListImages(ctx) }
+func (d *Daemon) ListImages(ctx context.Context) ([]*model.Image, error) {
+	return d.store.ListImages(ctx)
+}
 
 // ShowImage returns one image.
 func (d *Daemon) ShowImage(ctx context.Context, ref string) (*model.Image, error) {
