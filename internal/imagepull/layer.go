@@ -7,9 +7,9 @@ import (
 	"io"
 	"os"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // Source is one layer as Flatten consumes it: its digest (named in errors)
