@@ -91,7 +91,8 @@ func DefaultName(ref string) (string, error) {
 		}
 		suffix = hex
 	case name.Tag:
-		if explicitTag(ref) {
+		// ":latest" names the default tag: "busybox:latest" → "busybox".
+		if explicitTag(ref) && v.TagStr() != "latest" {
 			suffix = v.TagStr()
 		}
 	}

@@ -14,7 +14,7 @@ func TestDefaultName(t *testing.T) {
 		{"debian:bookworm", "debian-bookworm"},
 		{"debian", "debian"},
 		{"docker.io/library/debian", "debian"},
-		{"docker.io/library/debian:latest", "debian-latest"},
+		{"docker.io/library/debian:latest", "debian"},
 		{"ghcr.io/org/tool:v1.2", "tool-v1.2"},
 		{"localhost:5000/min", "min"},
 		{"127.0.0.1:5000/a/b/busy_box:1.36_musl", "busy-box-1.36-musl"},
