@@ -201,19 +201,9 @@ func (s *session) resolve(ctx context.Context) (*Image, error) {
 	if m.Config.Digest.Hex == "" {
 		return nil, errkind.New(errkind.InvalidArgument, "pulling %s: manifest %s has no config (not an image?)", s.ref, mdesc.Digest)
 	}
-	cfgRaw, err := s.cache.readSmall(m.Config.Digest)
+	cfgRaw, err := s.config(ctx, m.Config)
 	if err != nil {
-		p, err := s.remote(ctx)
-		if err != nil {
-			return nil, s.classify(err)
-		}
-		cfgRaw, err = fetchSmall(ctx, p, s.ref.Context().Digest(m.Config.Digest.String()), m.Config.Size)
-		if err != nil {
-			return nil, s.classify(err)
-		}
-		if err := s.cache.putSmall(m.Config.Digest, cfgRaw); err != nil {
-			return nil, fmt.Errorf("pulling %s: config: %w", s.ref, err)
-		}
+		return nil, err
 	}
 	cfg, err := v1.ParseConfigFile(bytes.NewReader(cfgRaw))
 	if err != nil {
@@ -249,6 +239,34 @@ func (s *session) resolve(ctx context.Context) (*Image, error) {
 		return nil, errkind.New(errkind.InvalidArgument, "pulling %s: image has no layers", s.ref)
 	}
 	return img, nil
+}
+
+// config returns the config blob from the cache, or downloads it (once,
+// under its blob lock) and caches it.
+func (s *session) config(ctx context.Context, d v1.Descriptor) ([]byte, error) {
+	if raw, err := s.cache.readSmall(d.Digest); err == nil {
+		return raw, nil
+	}
+	unlock, err := s.cache.lock(ctx, blobLockKey(d.Digest))
+	if err != nil {
+		return nil, s.classify(err)
+	}
+	defer unlock()
+	if raw, err := s.cache.readSmall(d.Digest); err == nil {
+		return raw, nil
+	}
+	p, err := s.remote(ctx)
+	if err != nil {
+		return nil, s.classify(err)
+	}
+	raw, err := fetchSmall(ctx, p, s.ref.Context().Digest(d.Digest.String()), d.Size)
+	if err != nil {
+		return nil, s.classify(err)
+	}
+	if err := s.cache.putSmall(d.Digest, raw); err != nil {
+		return nil, fmt.Errorf("pulling %s: config: %w", s.ref, err)
+	}
+	return raw, nil
 }
 
 // fetchManifest returns the raw linux/amd64 image manifest and its
