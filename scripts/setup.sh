@@ -194,6 +194,17 @@ newest_kernel_deb() {
 	compgen -G "$1/linux-image-[0-9]*-cloud-amd64_*.deb" | sort -V | tail -n1 || true
 }
 
+deps_only=0
+for arg in "$@"; do
+	case $arg in
+	--deps-only) deps_only=1 ;;
+	-h | --help)
+		echo "usage: $0 [--deps-only]   (--deps-only: host packages and test fixtures, no build)"
+		exit 0
+		;;
+	*) die "unknown argument $arg (try --help)" ;;
+	esac
+done
 go_ok=0
 apt_lists_stale=0
 start=$(now)
@@ -205,8 +216,58 @@ run_step "go" step_go
 run_step "kernel fixture" step_kernel
 
 # --- banger -------------------------------------------------------------------
-# Integrator: building banger, importing the kernel and pulling the default
-# image go here (guard each with an "already done" check; $go_ok says whether
-# Go is usable; $cache_dir is the fixture cache).
+# Build banger, import the cached Debian cloud kernel as the default kernel,
+# register the default image (a busybox userland built from busybox-static),
+# then check the host. Each step is skipped when already done.
+repo_dir=$(cd "$script_dir/.." && pwd)
+banger="$repo_dir/bin/banger"
+
+step_build() {
+	[ "$go_ok" = 1 ] || die "Go >= $min_go is needed to build banger"
+	(cd "$repo_dir" && make -s build)
+	did "built $repo_dir/bin/{banger,bangerd,banger-agent}"
+}
+
+step_default_kernel() {
+	if "$banger" kernel show debian-cloud >/dev/null 2>&1; then
+		skip "kernel debian-cloud already imported"
+		return
+	fi
+	local deb
+	deb=$(newest_kernel_deb "$cache_dir/kernel")
+	if [ -n "$deb" ]; then
+		"$banger" kernel import debian-cloud --from-deb "$deb" >/dev/null
+	else
+		"$banger" kernel pull debian-cloud >/dev/null
+	fi
+	did "imported kernel debian-cloud"
+}
+
+step_default_image() {
+	if "$banger" image show busybox >/dev/null 2>&1; then
+		skip "image busybox already present"
+		return
+	fi
+	local tmp
+	tmp=$(mktemp -d)
+	"$script_dir/lib/busybox-rootfs.sh" "$tmp/rootfs.ext4"
+	"$banger" image register --name busybox --rootfs "$tmp/rootfs.ext4" --kernel-ref debian-cloud >/dev/null
+	"$banger" image promote busybox >/dev/null
+	rm -rf "$tmp"
+	did "created the default image busybox"
+}
+
+if [ "$deps_only" = 0 ]; then
+	run_step "build" step_build
+	run_step "default kernel" step_default_kernel
+	run_step "default image" step_default_image
+	log "done in $(elapsed "$start")s; checking the host:"
+	"$banger" doctor || true
+	log "first VM:"
+	"$banger" vm create --name hello --image busybox >/dev/null
+	"$banger" vm exec hello -- uname -a
+	"$banger" vm delete --force hello >/dev/null
+	exit 0
+fi
 
 log "done in $(elapsed "$start")s"
