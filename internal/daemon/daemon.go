@@ -36,6 +36,7 @@ type Daemon struct {
 	kernels   *kernel.Store
 	drivers   map[string]vmm.Driver
 	vms       *vmRegistry
+	net       vmNetwork
 	images    nameLocks  // names of in-flight pulls
 	kernelMu  sync.Mutex // kernel imports, pulls and removals
 	imageMu   sync.Mutex // image publishes and deletes (the seed's imageOpsMu)
@@ -82,6 +83,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		kernels:   ks,
 		drivers:   map[string]vmm.Driver{},
 		vms:       newVMRegistry(),
+		net:       noNetwork{},
 		startedAt: time.Now(),
 		ctx:       dctx,
 		cancel:    cancel,
@@ -97,12 +99,17 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		d.Close()
 		return nil, fmt.Errorf("reconciling vms: %w", err)
 	}
+	if err := d.reconcileNetwork(ctx); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("reconciling vms: %w", err)
+	}
 	return d, nil
 }
 
 // Close releases the daemon's resources. Running VMs keep running.
 func (d *Daemon) Close() error {
 	d.cancel()
+	_ = d.net.close()
 	return d.store.Close()
 }
 

@@ -145,9 +145,19 @@ func (d *Daemon) startLocked(ctx context.Context, vm *model.VM, emit func(api.Ev
 	if err := d.store.UpdateVM(ctx, vm); err != nil {
 		return err
 	}
-	emit(api.Event{Stage: "boot", Message: "booting " + vm.VMM})
-	inst, err := drv.Boot(context.WithoutCancel(ctx), d.vmSpec(vm, im, bf))
+	nic, netParams, err := d.net.attach(ctx, vm)
 	if err != nil {
+		return d.failVM(ctx, vm, fmt.Errorf("attaching network: %w", err))
+	}
+	spec := d.vmSpec(vm, im, bf)
+	spec.Net = nic
+	if len(netParams) > 0 {
+		spec.Cmdline += " " + strings.Join(netParams, " ")
+	}
+	emit(api.Event{Stage: "boot", Message: "booting " + vm.VMM})
+	inst, err := drv.Boot(context.WithoutCancel(ctx), spec)
+	if err != nil {
+		_ = d.net.detach(context.WithoutCancel(ctx), vm)
 		return d.failVM(ctx, vm, fmt.Errorf("booting: %w", err))
 	}
 	id := inst.Identity()
@@ -213,6 +223,9 @@ func (d *Daemon) track(vm *model.VM, inst vmm.Instance) *vmRuntime {
 			cur.State, cur.LastError = model.StateError, fmt.Sprintf("vmm %s (console log: %s)", st, inst.ConsoleLog())
 		}
 		cleanRunFiles(inst.Identity())
+		if err := d.net.detach(d.ctx, cur); err != nil {
+			d.log.Warn("detaching network", "vm", cur.Name, "err", err)
+		}
 		if err := d.store.UpdateVM(d.ctx, cur); err != nil {
 			d.log.Error("recording vm exit", "vm", cur.Name, "err", err)
 		}
@@ -231,6 +244,9 @@ func (d *Daemon) teardown(vm *model.VM, rt *vmRuntime) {
 	_, _ = rt.inst.Wait(wctx)
 	d.vms.remove(vm.ID)
 	cleanRunFiles(rt.inst.Identity())
+	if err := d.net.detach(context.Background(), vm); err != nil {
+		d.log.Warn("detaching network", "vm", vm.Name, "err", err)
+	}
 }
 
 // cleanRunFiles removes a VM's sockets and pidfile (the console log stays).

@@ -106,6 +106,10 @@ func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit fun
 	if err != nil {
 		return api.VMInfo{}, err
 	}
+	netMode, err := d.net.validate(ctx, req.Net)
+	if err != nil {
+		return api.VMInfo{}, err
+	}
 	imageRef := req.Image
 	if imageRef == "" {
 		imageRef = d.cfg.DefaultImage
@@ -158,7 +162,7 @@ func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit fun
 	vm := &model.VM{
 		ID: id, Name: name, ImageID: im.ID, ImageName: im.Name, KernelRef: req.Kernel,
 		State: model.StateCreated, CPUs: cpus, MemoryMiB: memMiB, DiskBytes: disk,
-		VMM: drv.Name(), Dir: final, RunDir: final,
+		VMM: drv.Name(), Dir: final, RunDir: final, Network: model.VMNetwork{Mode: netMode},
 	}
 	if err := d.store.CreateVM(ctx, vm); err != nil {
 		return api.VMInfo{}, err

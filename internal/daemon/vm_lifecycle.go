@@ -161,6 +161,9 @@ func (d *Daemon) released(vm *model.VM, rt *vmRuntime) {
 	rt.closeAgent()
 	d.vms.remove(vm.ID)
 	cleanRunFiles(rt.inst.Identity())
+	if err := d.net.detach(context.Background(), vm); err != nil {
+		d.log.Warn("detaching network", "vm", vm.Name, "err", err)
+	}
 }
 
 // DeleteVM removes a VM and its disks. A running VM needs force.
@@ -172,6 +175,9 @@ func (d *Daemon) DeleteVM(ctx context.Context, ref string, force bool) error {
 					"stop it first (`banger vm stop "+vm.Name+"`) or pass --force")
 			}
 			d.teardown(vm, rt)
+		}
+		if err := d.net.forget(ctx, vm); err != nil {
+			return fmt.Errorf("releasing network of %s: %w", vm.Name, err)
 		}
 		if err := os.RemoveAll(vm.Dir); err != nil {
 			return fmt.Errorf("removing %s: %w", vm.Dir, err)

@@ -26,6 +26,9 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 				cleanRunFiles(id)
 			}
 			vm.State = model.StateStopped
+			if err := d.net.detach(ctx, vm); err != nil {
+				d.log.Warn("detaching network", "vm", vm.Name, "err", err)
+			}
 			if err := d.store.UpdateVM(ctx, vm); err != nil {
 				return err
 			}
@@ -62,4 +65,14 @@ func (d *Daemon) adopt(ctx context.Context, vm *model.VM) error {
 	}
 	_ = rt
 	return nil
+}
+
+// reconcileNetwork lets the network layer drop orphans and rebuild DNS
+// after the VMs were reconciled.
+func (d *Daemon) reconcileNetwork(ctx context.Context) error {
+	vms, err := d.store.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	return d.net.reconcile(ctx, vms)
 }
