@@ -179,6 +179,7 @@ func FindVirtioPort(sysRoot, name string) (string, error) {
 
 // OpenVirtioPort waits for the named port to appear and opens it.
 func OpenVirtioPort(ctx context.Context, name string) (io.ReadWriteCloser, error) {
+	start := time.Now()
 	for {
 		dev, err := FindVirtioPort("/sys", name)
 		if err == nil {
@@ -193,10 +194,14 @@ func OpenVirtioPort(ctx context.Context, name string) (io.ReadWriteCloser, error
 			}
 			return f, nil
 		}
+		delay := 20 * time.Millisecond
+		if time.Since(start) > 5*time.Second {
+			delay = openRetryDelay // probably not a QEMU guest: look now and then
+		}
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("waiting for virtio-serial port %q: %w", name, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(delay):
 		}
 	}
 }
