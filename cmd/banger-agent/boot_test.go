@@ -114,11 +114,11 @@ func makeBusyboxRoot(t *testing.T, dir, img string) {
 
 // guest is a running QEMU.
 type guest struct {
-	cmd     *exec.Cmd
+	cmd      *exec.Cmd
 	chanSock string
-	qmpSock string
-	console *syncBuffer
-	done    chan error
+	qmpSock  string
+	console  *syncBuffer
+	done     chan error
 }
 
 type syncBuffer struct {
