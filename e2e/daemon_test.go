@@ -62,6 +62,36 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 	e.must("daemon", "status")
 
+	// doctor: PASS/WARN/FAIL rows, JSON form, store opened read-only.
+	var rep struct {
+		Checks []struct{ Name, Status, Detail string } `json:"checks"`
+	}
+	r2 := e.run("doctor", "-o", "json")
+	if err := json.Unmarshal([]byte(r2.stdout), &rep); err != nil || len(rep.Checks) < 10 {
+		t.Fatalf("doctor json: %v %+v", err, r2)
+	}
+	fails := 0
+	for _, c := range rep.Checks {
+		switch c.Status {
+		case "PASS", "WARN":
+		case "FAIL":
+			fails++
+		default:
+			t.Fatalf("bad status %q", c.Status)
+		}
+		if c.Name == "store" && c.Status != "PASS" {
+			t.Fatalf("store check: %+v", c)
+		}
+	}
+	if (fails > 0) != (r2.code != 0) {
+		t.Fatalf("doctor exit %d with %d FAIL rows", r2.code, fails)
+	}
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		if out := e.must("completion", sh); !strings.Contains(out, "banger") {
+			t.Fatalf("completion %s: %q", sh, out[:min(len(out), 80)])
+		}
+	}
+
 	// Stop, then status reports it is down with exit code 3.
 	e.must("daemon", "stop")
 	if syscall.Kill(pid, 0) == nil {
