@@ -112,8 +112,15 @@ const (
 	// NetTap attaches the NIC to an existing tap device (TapName).
 	NetTap NetMode = "tap"
 	// NetUser uses the VMM's user-mode NAT (QEMU slirp): no root, no tap.
-	// The guest is 10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3.
+	// The guest uses UserNetGuestCIDR, UserNetGateway and UserNetDNS.
 	NetUser NetMode = "user"
+)
+
+// Addresses of the user-mode network as the guest sees it.
+const (
+	UserNetGuestCIDR = "10.0.2.15/24"
+	UserNetGateway   = "10.0.2.2" // also reaches the host's loopback
+	UserNetDNS       = "10.0.2.3"
 )
 
 // Net is the VM's single network interface.

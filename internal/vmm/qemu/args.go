@@ -16,13 +16,6 @@ import (
 // (banger.chan=serial:<name>).
 const AgentPortName = "org.banger.agent"
 
-// User-mode (slirp) network addresses seen by the guest.
-const (
-	UserNetGuestCIDR = "10.0.2.15/24"
-	UserNetGateway   = "10.0.2.2"
-	UserNetDNS       = "10.0.2.3"
-)
-
 // Files in a VM's run dir.
 const (
 	qmpSocketName   = "qmp.sock"

@@ -213,3 +213,18 @@ func TestCapabilities(t *testing.T) {
 		t.Errorf("caps %+v with host %+v", caps, kvm)
 	}
 }
+
+// TestUserNet checks QEMU accepts the rootless user-mode NIC.
+func TestUserNet(t *testing.T) {
+	needQEMU(t)
+	spec := hangingSpec(t, t.TempDir())
+	spec.Net = &vmm.Net{Mode: vmm.NetUser, MAC: "52:54:00:12:34:99"}
+	inst := bootT(t, qemu.New(qemu.Options{}), spec)
+	args, err := os.ReadFile("/proc/" + strconv.Itoa(inst.Identity().PID) + "/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(args), "user,id=net0") || !strings.Contains(string(args), "mac=52:54:00:12:34:99") {
+		t.Errorf("no user-mode NIC in %q", args)
+	}
+}
