@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -185,6 +186,12 @@ func testBootExecPoweroff(t *testing.T, factory func(t *testing.T) vmm.Driver, g
 		t.Errorf("vmm exit status after guest poweroff: %v", st)
 	}
 	checkNoLeftovers(t, id)
+	// The agent's poweroff syncs: the writable disks are consistent.
+	for _, d := range spec.Disks[1:] {
+		if out, err := exec.Command("e2fsck", "-fn", d.Path).CombinedOutput(); err != nil {
+			t.Errorf("e2fsck -fn %s after poweroff: %v\n%s", d.Path, err, out)
+		}
+	}
 }
 
 func testAdoptKill(t *testing.T, factory func(t *testing.T) vmm.Driver, guest GuestArtifacts) {
