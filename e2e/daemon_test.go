@@ -177,3 +177,34 @@ func TestNewerDatabaseRefused(t *testing.T) {
 		t.Fatal("database changed")
 	}
 }
+
+// TestDaemonRestartedWhenBinaryChanges checks the CLI replaces a daemon
+// whose binary was rebuilt since it started.
+func TestDaemonRestartedWhenBinaryChanges(t *testing.T) {
+	e := newEnv(t)
+	bin := filepath.Join(t.TempDir(), "bangerd")
+	data, err := os.ReadFile(e.bins.Bangerd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.bins.Bangerd = bin
+	e.must("version")
+	pid := e.daemonPID()
+	later := time.Now().Add(time.Minute)
+	if err := os.Chtimes(bin, later, later); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("version")
+	if r.code != 0 || !strings.Contains(r.stderr, "restarting bangerd") {
+		t.Fatalf("no restart: %+v", r)
+	}
+	if npid := e.daemonPID(); npid == pid || npid == 0 {
+		t.Fatalf("daemon pid %d -> %d", pid, npid)
+	}
+	if syscall.Kill(pid, 0) == nil {
+		t.Fatalf("old daemon %d still alive", pid)
+	}
+}
