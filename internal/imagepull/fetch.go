@@ -203,7 +203,15 @@ func (c *Cache) download(ctx context.Context, b *blobFetch, open func(context.Co
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("writing blob %s: %w", b.digest, err)
 	}
-	if err := os.Rename(tmp, final); err != nil {
+	// Rename under the fetch's lock so that Open never sees a path that
+	// has just been moved.
+	b.mu.Lock()
+	err = os.Rename(tmp, final)
+	if err == nil {
+		b.path = final
+	}
+	b.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("publishing blob %s: %w", b.digest, err)
 	}
 	b.finish(final, nil)

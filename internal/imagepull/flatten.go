@@ -89,6 +89,7 @@ type deferredLink struct {
 
 type flattener struct {
 	tw       *tar.Writer
+	buf      []byte // reused for copying file data
 	state    map[string]uint8
 	stats    Stats
 	deferred []deferredLink
@@ -287,7 +288,10 @@ func (f *flattener) emit(hdr *tar.Header, name string, r io.Reader) error {
 		return fmt.Errorf("writing %s: %w", name, err)
 	}
 	if out.Size > 0 {
-		if _, err := io.Copy(f.tw, r); err != nil {
+		if f.buf == nil {
+			f.buf = make([]byte, 256<<10)
+		}
+		if _, err := io.CopyBuffer(f.tw, onlyReader{r}, f.buf); err != nil {
 			return fmt.Errorf("copying %s: %w", name, err)
 		}
 	}
@@ -303,6 +307,9 @@ func (f *flattener) emit(hdr *tar.Header, name string, r io.Reader) error {
 	}
 	return nil
 }
+
+// onlyReader hides WriterTo so that io.CopyBuffer uses the shared buffer.
+type onlyReader struct{ io.Reader }
 
 func applyMeta(hdr *tar.Header, m linkMeta) {
 	hdr.Mode, hdr.Uid, hdr.Gid, hdr.ModTime = m.mode, m.uid, m.gid, m.mtime

@@ -2,12 +2,12 @@ package imagepull
 
 import (
 	"archive/tar"
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 
 	"github.com/bangerdev/banger/internal/ext4"
 )
@@ -36,8 +36,17 @@ type Ext4Options struct {
 	Compact bool
 	// Journal adds an ext4 journal to a grown image.
 	Journal bool
+	// Label sets the ext4 volume label (at most 16 bytes).
+	Label string
 	// NoSync skips the final fsync (benchmarks of the CPU path only).
 	NoSync bool
+	// Workers bounds the layers decompressed ahead of the flattener at
+	// once (default: the number of CPUs).
+	Workers int
+	// SpoolDir holds the unlinked spool files of decompressed layers
+	// (default os.TempDir()); they live in the page cache and vanish when
+	// the build ends.
+	SpoolDir string
 }
 
 // Result describes the image PullToExt4 produced.
@@ -69,7 +78,7 @@ func PullToExt4(ctx context.Context, ref, outPath string, opts Ext4Options) (*Re
 		return nil, err
 	}
 	wait := s.startDownloads(ctx, img)
-	res, err := BuildExt4(ctx, img.sourcesWithProgress(s.prog), outPath, opts)
+	res, err := BuildExt4(ctx, img.Sources(), outPath, opts)
 	if err != nil {
 		cancel()
 		werr := wait()
@@ -96,27 +105,37 @@ func PullToExt4(ctx context.Context, ref, outPath string, opts Ext4Options) (*Re
 // source (SourcesFromV1, Image.Sources).
 func BuildExt4(ctx context.Context, layers []Source, outPath string, opts Ext4Options) (*Result, error) {
 	prog := &reporter{fn: opts.Progress}
-	pr, pw := io.Pipe()
+	workers := opts.Workers
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	spoolDir := opts.SpoolDir
+	if spoolDir == "" {
+		spoolDir = os.TempDir()
+	}
+	srcs, stopPrefetch, err := prefetch(layers, spoolDir, workers)
+	if err != nil {
+		return nil, err
+	}
+	defer stopPrefetch()
+	srcs = withProgress(srcs, prog)
+	pipe := newChanPipe(1<<20, 8)
 	type flat struct {
 		stats Stats
 		err   error
 	}
 	done := make(chan flat, 1)
 	go func() {
-		bw := bufio.NewWriterSize(pw, 1<<20)
-		tw := tar.NewWriter(bw)
-		st, err := Flatten(ctx, layers, tw)
+		tw := tar.NewWriter(pipe)
+		st, err := Flatten(ctx, srcs, tw)
 		if err == nil {
 			err = tw.Close()
 		}
-		if err == nil {
-			err = bw.Flush()
-		}
-		pw.CloseWithError(err)
+		pipe.CloseWithError(err)
 		done <- flat{st, err}
 	}()
-	info, err := ext4.FromTar(ctx, pr, outPath, ext4.Options{NoSync: true})
-	pr.CloseWithError(errors.New("ext4 writer stopped"))
+	info, err := ext4.FromTar(ctx, pipe, outPath, ext4.Options{NoSync: true, Label: opts.Label})
+	pipe.CloseRead(errors.New("ext4 writer stopped"))
 	fl := <-done
 	if fl.err != nil {
 		os.Remove(outPath)
@@ -158,20 +177,19 @@ func syncFile(path string) error {
 	return f.Close()
 }
 
-// sourcesWithProgress wraps Sources so that reading a layer reports
-// flattening progress in compressed bytes.
-func (img *Image) sourcesWithProgress(prog *reporter) []Source {
-	srcs := img.Sources()
+// withProgress wraps sources so that the flattener opening a layer reports
+// the flattening stage.
+func withProgress(srcs []Source, prog *reporter) []Source {
 	if prog == nil || prog.fn == nil {
 		return srcs
 	}
-	n := len(srcs)
+	out := make([]Source, len(srcs))
 	for i := range srcs {
-		i, open, l := i, srcs[i].Open, img.Layers[i]
-		srcs[i].Open = func() (io.ReadCloser, error) {
-			prog.send(Progress{Stage: StageFlattening, Layer: i + 1, Layers: n, Digest: l.Digest, Total: l.Size})
+		i, open := i, srcs[i].Open
+		out[i] = Source{Digest: srcs[i].Digest, Open: func() (io.ReadCloser, error) {
+			prog.send(Progress{Stage: StageFlattening, Layer: i + 1, Layers: len(srcs), Digest: srcs[i].Digest})
 			return open()
-		}
+		}}
 	}
-	return srcs
+	return out
 }
