@@ -45,7 +45,7 @@ func TestDebianCloudModules(t *testing.T) {
 	// Measured in the boot lab (notes/boot-lab.md §3.2), plus overlay; ext4
 	// is built into this kernel.
 	want := strings.Fields("virtio_ring virtio virtio_mmio virtio_blk virtio_console failover net_failover virtio_net " +
-		"vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport overlay")
+		"vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport overlay button evdev")
 	if got := plan.Order(); !slices.Equal(got, want) {
 		t.Fatalf("load order\n got %v\nwant %v", got, want)
 	}

@@ -31,6 +31,10 @@ func DefaultModules() []string {
 		"vmw_vsock_virtio_transport",
 		"overlay",
 		"ext4",
+		// ACPI power button events (QEMU system_powerdown) reach the agent
+		// through an evdev input device.
+		"button",
+		"evdev",
 	}
 }
 

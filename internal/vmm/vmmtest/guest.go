@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,7 +131,7 @@ func BuildGuest(t testing.TB) GuestArtifacts {
 	img := filepath.Join(dir, "initrd.img")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := initrd.Build(ctx, initrd.Spec{AgentPath: agent, ModulesDir: k.ModulesDir, Modules: guestModules(t)}, img); err != nil {
+	if err := initrd.Build(ctx, initrd.Spec{AgentPath: agent, ModulesDir: k.ModulesDir, Modules: initrd.DefaultModules()}, img); err != nil {
 		t.Fatalf("building initrd: %v", err)
 	}
 	base := filepath.Join(dir, "base.ext4")
@@ -148,20 +147,3 @@ func BuildGuest(t testing.TB) GuestArtifacts {
 	}
 }
 
-// powerButtonModules are what the guest needs to see QEMU's ACPI power
-// button (system_powerdown): the ACPI button driver and evdev, both modules
-// in the Debian cloud kernel.
-var powerButtonModules = []string{"button", "evdev"}
-
-// guestModules returns initrd.DefaultModules plus the power-button modules
-// when the defaults lack them (noted in the test log).
-func guestModules(t testing.TB) []string {
-	mods := initrd.DefaultModules()
-	for _, m := range powerButtonModules {
-		if !slices.Contains(mods, m) {
-			t.Logf("vmmtest: initrd.DefaultModules lacks %q (needed for ACPI shutdown); adding it", m)
-			mods = append(mods, m)
-		}
-	}
-	return mods
-}
