@@ -38,6 +38,12 @@ type guestFixture struct {
 // newGuestFixture builds banger-agent, an initrd with it as /init, a
 // busybox base image and the per-VM disks.
 func newGuestFixture(t *testing.T) *guestFixture {
+	return newGuestFixtureWith(t, "")
+}
+
+// newGuestFixtureWith is newGuestFixture with another base image (shared,
+// opened read-only by QEMU); "" builds the busybox one.
+func newGuestFixtureWith(t *testing.T, base string) *guestFixture {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("boots a VM")
@@ -59,8 +65,11 @@ func newGuestFixture(t *testing.T) *guestFixture {
 	if err := initrd.Build(ctx, spec, f.initrd); err != nil {
 		t.Fatal(err)
 	}
-	f.base = filepath.Join(f.dir, "base.ext4")
-	makeBusyboxRoot(t, filepath.Join(f.dir, "rootfs"), f.base)
+	f.base = base
+	if base == "" {
+		f.base = filepath.Join(f.dir, "base.ext4")
+		makeBusyboxRoot(t, filepath.Join(f.dir, "rootfs"), f.base)
+	}
 	f.overlay = filepath.Join(f.dir, "overlay.ext4")
 	f.work = filepath.Join(f.dir, "work.ext4")
 	if err := vmdisk.CreateOverlay(ctx, f.overlay, 64<<20); err != nil {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -40,32 +41,49 @@ OOMScoreAdjust=-900
 WantedBy=multi-user.target
 `
 
-// isSystemdImage reports whether the mounted root's /sbin/init is systemd.
+// isSystemdImage reports whether root's /sbin/init is systemd.
 func isSystemdImage(root string) bool {
-	p := filepath.Join(root, "sbin/init")
-	for range 10 {
-		fi, err := os.Lstat(p)
+	p, err := resolveIn(root, "/sbin/init")
+	return err == nil && filepath.Base(p) == "systemd"
+}
+
+// resolveIn resolves path's symlinks as if root were "/" (absolute links
+// stay inside root) and returns the resolved path relative to root.
+func resolveIn(root, path string) (string, error) {
+	todo := strings.Split(strings.Trim(path, "/"), "/")
+	resolved := "/"
+	for hops := 0; len(todo) > 0; {
+		part := todo[0]
+		todo = todo[1:]
+		switch part {
+		case "", ".":
+			continue
+		case "..":
+			resolved = filepath.Dir(resolved)
+			continue
+		}
+		next := filepath.Join(resolved, part)
+		fi, err := os.Lstat(filepath.Join(root, next))
 		if err != nil {
-			return false
+			return "", err
 		}
 		if fi.Mode()&os.ModeSymlink == 0 {
-			return filepath.Base(p) == "systemd"
+			resolved = next
+			continue
 		}
-		l, err := os.Readlink(p)
+		if hops++; hops > 40 {
+			return "", fmt.Errorf("resolving %s: too many links", path)
+		}
+		l, err := os.Readlink(filepath.Join(root, next))
 		if err != nil {
-			return false
+			return "", err
 		}
 		if filepath.IsAbs(l) {
-			p = filepath.Join(root, l)
-		} else {
-			p = filepath.Join(filepath.Dir(p), l)
+			resolved = "/"
 		}
-		// Resolve symlinked parents such as /sbin -> usr/sbin.
-		if dir, err := filepath.EvalSymlinks(filepath.Dir(p)); err == nil {
-			p = filepath.Join(dir, filepath.Base(p))
-		}
+		todo = append(strings.Split(strings.Trim(l, "/"), "/"), todo...)
 	}
-	return false
+	return resolved, nil
 }
 
 // installService copies the running binary into the root and enables the
