@@ -31,10 +31,11 @@ type initProc struct {
 func RunInit(version string) {
 	in := &initProc{version: version, log: NewLogger(os.Stderr)}
 	// Go exits on SIGTERM, SIGINT, SIGHUP... by default; PID 1 must not.
+	// (Notify, not Ignore: an ignored disposition would be inherited by
+	// every process the agent starts.)
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPWR)
-	signal.Ignore(syscall.SIGPIPE, syscall.SIGTTIN, syscall.SIGTTOU)
 	in.earlyMounts()
 	in.log.Logf("banger-agent %s starting as init", version)
 	if err := in.boot(); err != nil {
