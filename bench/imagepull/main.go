@@ -44,6 +44,7 @@ func main() {
 	ref := flag.String("ref", "", "internal: image reference")
 	out := flag.String("out", "", "internal: output image")
 	blobs := flag.String("blobs", "", "internal: blob cache dir")
+	pureGo := flag.Bool("purego", false, "internal: decompress gzip in process even if igzip is installed")
 	flag.Parse()
 	ctx := context.Background()
 	if *mode == "push" { // push the cached layers to -ref (for manual profiling)
@@ -58,7 +59,7 @@ func main() {
 		return
 	}
 	if *mode == "banger" {
-		if err := runBanger(ctx, *ref, *out, *blobs); err != nil {
+		if err := runBanger(ctx, *ref, *out, *blobs, *pureGo); err != nil {
 			logf("banger: %v", err)
 			os.Exit(1)
 		}
@@ -71,10 +72,10 @@ func main() {
 }
 
 // runBanger is the child side: one cold pull straight to ext4.
-func runBanger(ctx context.Context, ref, out, blobs string) error {
+func runBanger(ctx context.Context, ref, out, blobs string, pureGo bool) error {
 	start := time.Now()
 	last := imagepull.Stage("")
-	opts := imagepull.Ext4Options{Options: imagepull.Options{CacheDir: blobs}}
+	opts := imagepull.Ext4Options{Options: imagepull.Options{CacheDir: blobs, PureGo: pureGo}}
 	if os.Getenv("BENCH_TRACE") != "" {
 		opts.Progress = func(p imagepull.Progress) {
 			if p.Stage != last || p.Stage == imagepull.StageFlattening || p.Bytes == p.Total {
@@ -153,9 +154,15 @@ func bench(ctx context.Context, n int, cacheDir string) error {
 	if !root {
 		logf("not root: page caches are not dropped and umoci runs rootless")
 	}
-	var bangerS, peerS []sample
+	sides := []string{"banger", "peer"}
+	if _, err := exec.LookPath("igzip"); err == nil {
+		sides = []string{"banger", "peer", "banger-purego"}
+	} else {
+		logf("igzip not installed (Debian package isal): banger decompresses gzip in process")
+	}
+	samples := map[string][]sample{}
 	for i := 0; i < n; i++ {
-		for _, side := range []string{"banger", "peer"} {
+		for _, side := range sides {
 			dir := filepath.Join(work, fmt.Sprintf("%s-%d", side, i))
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return err
@@ -164,11 +171,12 @@ func bench(ctx context.Context, n int, cacheDir string) error {
 				dropCaches()
 			}
 			var s sample
-			if side == "banger" {
-				s, err = runChildren(ctx, []*exec.Cmd{exec.Command(self, "-mode=banger", "-ref="+ref,
-					"-out="+filepath.Join(dir, "rootfs.ext4"), "-blobs="+filepath.Join(dir, "blobs"))})
-			} else {
+			if side == "peer" {
 				s, err = runChildren(ctx, peerCommands(ref, dir, root))
+			} else {
+				s, err = runChildren(ctx, []*exec.Cmd{exec.Command(self, "-mode=banger", "-ref="+ref,
+					"-out="+filepath.Join(dir, "rootfs.ext4"), "-blobs="+filepath.Join(dir, "blobs"),
+					fmt.Sprintf("-purego=%v", side == "banger-purego"))})
 			}
 			if err != nil {
 				return fmt.Errorf("%s run %d: %w", side, i+1, err)
@@ -176,21 +184,25 @@ func bench(ctx context.Context, n int, cacheDir string) error {
 			if err := fsck(filepath.Join(dir, "rootfs.ext4")); err != nil {
 				return fmt.Errorf("%s run %d: %w", side, i+1, err)
 			}
-			logf("run %d %-6s %6.2fs  cpu %5.2fs  peak RSS %5.1f MiB  stages %v", i+1, side, s.wall.Seconds(), s.cpu.Seconds(), float64(s.maxRSS)/1024, s.stages)
-			if side == "banger" {
-				bangerS = append(bangerS, s)
-			} else {
-				peerS = append(peerS, s)
-			}
+			logf("run %d %-13s %6.2fs  cpu %5.2fs  peak RSS %5.1f MiB  stages %v", i+1, side, s.wall.Seconds(), s.cpu.Seconds(), float64(s.maxRSS)/1024, s.stages)
+			samples[side] = append(samples[side], s)
 			os.RemoveAll(dir)
 		}
 	}
-	b, p := median(bangerS), median(peerS)
+	p := median(samples["peer"])
 	fmt.Printf("image: debootstrap minbase bookworm, 3 gzip layers, %d runs each, cold blob cache%s\n", n, map[bool]string{true: ", caches dropped", false: ""}[root])
-	fmt.Printf("%-44s %8s %14s\n", "pipeline", "median s", "peak RSS MiB")
-	fmt.Printf("%-44s %8.2f %14.1f\n", "banger PullToExt4", b.wall.Seconds(), float64(b.maxRSS)/1024)
-	fmt.Printf("%-44s %8.2f %14.1f\n", "peer skopeo + umoci raw unpack + mkfs.ext4 -d", p.wall.Seconds(), float64(p.maxRSS)/1024)
-	fmt.Printf("ratio banger/peer: %.2f (target ≤ 0.35), banger peak RSS %.1f MiB (target ≤ 64)\n",
+	fmt.Printf("%-48s %8s %8s %14s %8s\n", "pipeline", "median s", "cpu s", "peak RSS MiB", "ratio")
+	labels := map[string]string{
+		"banger":        "banger PullToExt4",
+		"banger-purego": "banger PullToExt4, pure-Go gzip",
+		"peer":          "peer skopeo + umoci raw unpack + mkfs.ext4 -d",
+	}
+	for _, side := range sides {
+		m := median(samples[side])
+		fmt.Printf("%-48s %8.2f %8.2f %14.1f %8.2f\n", labels[side], m.wall.Seconds(), m.cpu.Seconds(), float64(m.maxRSS)/1024, m.wall.Seconds()/p.wall.Seconds())
+	}
+	b := median(samples["banger"])
+	fmt.Printf("banger/peer: %.2f (target ≤ 0.35), banger peak RSS %.1f MiB (target ≤ 64)\n",
 		b.wall.Seconds()/p.wall.Seconds(), float64(b.maxRSS)/1024)
 	return nil
 }
@@ -250,6 +262,12 @@ func median(ss []sample) sample {
 	walls := append([]sample(nil), ss...)
 	sort.Slice(walls, func(i, j int) bool { return walls[i].wall < walls[j].wall })
 	m := walls[len(walls)/2]
+	var cpus []time.Duration
+	for _, s := range ss {
+		cpus = append(cpus, s.cpu)
+	}
+	sort.Slice(cpus, func(i, j int) bool { return cpus[i] < cpus[j] })
+	m.cpu = cpus[len(cpus)/2]
 	var rss []int64
 	for _, s := range ss {
 		rss = append(rss, s.maxRSS)

@@ -27,11 +27,19 @@ var (
 )
 
 // Decompress returns the uncompressed stream of a layer blob, detecting
-// gzip, zstd or plain tar from its first bytes. Closing it closes r.
+// gzip, zstd or plain tar from its first bytes. Closing it closes r. gzip
+// goes through igzip (Debian package isal) when it is installed, else
+// through klauspost/compress.
 func Decompress(r io.ReadCloser) (io.ReadCloser, error) {
+	return decompress(r, true)
+}
+
+func decompress(r io.ReadCloser, external bool) (io.ReadCloser, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	magic, _ := br.Peek(4)
 	switch {
+	case bytes.HasPrefix(magic, gzipMagic) && external && igzipPath() != "":
+		return startIgzip(igzipPath(), r, br)
 	case bytes.HasPrefix(magic, gzipMagic):
 		zr, err := gzip.NewReader(br)
 		if err != nil {
@@ -91,7 +99,7 @@ func (img *Image) Sources() []Source {
 			if err != nil {
 				return nil, fmt.Errorf("opening layer %s: %w", l.Digest, err)
 			}
-			return Decompress(rc)
+			return decompress(rc, !img.pureGo)
 		}}
 	}
 	return out

@@ -41,7 +41,9 @@ type Ext4Options struct {
 	// NoSync skips the final fsync (benchmarks of the CPU path only).
 	NoSync bool
 	// Workers bounds the layers decompressed ahead of the flattener at
-	// once (default: the number of CPUs).
+	// once (default: the number of CPUs; negative: none). Layers are only
+	// decompressed ahead when gzip is inflated in process (PureGo, or igzip
+	// not installed).
 	Workers int
 	// SpoolDir holds the unlinked spool files of decompressed layers
 	// (default os.TempDir()); they live in the page cache and vanish when
@@ -78,7 +80,7 @@ func PullToExt4(ctx context.Context, ref, outPath string, opts Ext4Options) (*Re
 		return nil, err
 	}
 	wait := s.startDownloads(ctx, img)
-	res, err := BuildExt4(ctx, img.Sources(), outPath, opts)
+	res, err := buildExt4(ctx, img.Sources(), outPath, opts, s.prog)
 	if err != nil {
 		cancel()
 		werr := wait()
@@ -104,20 +106,33 @@ func PullToExt4(ctx context.Context, ref, outPath string, opts Ext4Options) (*Re
 // the second half of PullToExt4, usable on its own with layers from any
 // source (SourcesFromV1, Image.Sources).
 func BuildExt4(ctx context.Context, layers []Source, outPath string, opts Ext4Options) (*Result, error) {
-	prog := &reporter{fn: opts.Progress}
+	return buildExt4(ctx, layers, outPath, opts, &reporter{fn: opts.Progress})
+}
+
+// buildExt4 is BuildExt4 reporting through prog (shared with the pull so
+// that callbacks stay serialised).
+func buildExt4(ctx context.Context, layers []Source, outPath string, opts Ext4Options, prog *reporter) (*Result, error) {
 	workers := opts.Workers
-	if workers <= 0 {
+	if workers == 0 {
 		workers = runtime.NumCPU()
 	}
 	spoolDir := opts.SpoolDir
 	if spoolDir == "" {
 		spoolDir = os.TempDir()
 	}
-	srcs, stopPrefetch, err := prefetch(layers, spoolDir, workers)
-	if err != nil {
-		return nil, err
+	srcs := layers
+	// Decompressing ahead into spools pays off when gzip is inflated in
+	// this process; igzip already runs beside it, and the spool's extra
+	// copy would cost more than it saves.
+	if workers > 0 && (opts.PureGo || igzipPath() == "") {
+		var stopPrefetch func()
+		var err error
+		srcs, stopPrefetch, err = prefetch(layers, spoolDir, workers)
+		if err != nil {
+			return nil, err
+		}
+		defer stopPrefetch()
 	}
-	defer stopPrefetch()
 	srcs = withProgress(srcs, prog)
 	pipe := newChanPipe(1<<20, 8)
 	type flat struct {

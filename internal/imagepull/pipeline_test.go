@@ -145,6 +145,15 @@ func TestPullToExt4(t *testing.T) {
 	reg := newTestRegistry(t)
 	ref := reg.push(t, "fixture/img:v1", makeImage(t, "amd64", fixtureLayers(t)...))
 
+	t.Run("compact pure Go", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "rootfs.ext4")
+		opts := Ext4Options{Options: testOptions(t), Compact: true}
+		opts.PureGo = true
+		if _, err := PullToExt4(bg(), ref, out, opts); err != nil {
+			t.Fatal(err)
+		}
+		checkExt4Fixture(t, out)
+	})
 	t.Run("compact", func(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "rootfs.ext4")
 		var stages []Stage

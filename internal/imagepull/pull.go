@@ -45,6 +45,9 @@ type Options struct {
 	Jobs int
 	// Transport is the base HTTP transport (default http.DefaultTransport).
 	Transport http.RoundTripper
+	// PureGo decompresses gzip layers in process even when igzip (Debian
+	// package isal, about three times faster) is installed.
+	PureGo bool
 }
 
 // Stage names a phase of a pull.
@@ -104,6 +107,7 @@ type Image struct {
 
 	cache   *Cache
 	fetches []*blobFetch
+	pureGo  bool
 }
 
 // Pull resolves ref, downloads every missing layer into the blob cache and
@@ -216,7 +220,7 @@ func (s *session) resolve(ctx context.Context) (*Image, error) {
 		return nil, fmt.Errorf("pulling %s: manifest: %w", s.ref, err)
 	}
 	s.manifestDesc = mdesc
-	img := &Image{Ref: s.ref.Name(), Digest: mdesc.Digest.String(), cache: s.cache}
+	img := &Image{Ref: s.ref.Name(), Digest: mdesc.Digest.String(), cache: s.cache, pureGo: s.opts.PureGo}
 	img.Config = Config{
 		Env: cfg.Config.Env, WorkingDir: cfg.Config.WorkingDir, User: cfg.Config.User,
 		Entrypoint: cfg.Config.Entrypoint, Cmd: cfg.Config.Cmd, Labels: cfg.Config.Labels,

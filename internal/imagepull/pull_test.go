@@ -242,13 +242,17 @@ func TestPullCorruptOrTruncatedBlob(t *testing.T) {
 			}
 			checkNoPartialBlob(t, opts.CacheDir, badDigest)
 
-			out := filepath.Join(t.TempDir(), "rootfs.ext4")
-			if _, err := PullToExt4(bg(), ref, out, Ext4Options{Options: opts, Compact: true}); err == nil {
-				t.Fatal("PullToExt4 of a tampered blob succeeded")
-			}
-			checkNoPartialBlob(t, opts.CacheDir, badDigest)
-			if _, err := os.Stat(out); !os.IsNotExist(err) {
-				t.Error("failed PullToExt4 left its output behind")
+			for _, pureGo := range []bool{false, true} {
+				out := filepath.Join(t.TempDir(), "rootfs.ext4")
+				o := opts
+				o.PureGo = pureGo
+				if _, err := PullToExt4(bg(), ref, out, Ext4Options{Options: o, Compact: true}); err == nil {
+					t.Fatalf("PullToExt4 (pure Go %v) of a tampered blob succeeded", pureGo)
+				}
+				checkNoPartialBlob(t, opts.CacheDir, badDigest)
+				if _, err := os.Stat(out); !os.IsNotExist(err) {
+					t.Error("failed PullToExt4 left its output behind")
+				}
 			}
 
 			reg.tamper = nil
