@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -67,6 +68,9 @@ func (s *Server) servePort(ctx context.Context, port io.ReadWriteCloser) error {
 			s.logf("session ended: %v", err)
 		}
 		sc.Close()
+		if d, ok := port.(writeDeadliner); ok {
+			_ = d.SetWriteDeadline(time.Time{}) // no writer of that session is left
+		}
 		select {
 		case <-p.dead:
 			return p.err
@@ -136,8 +140,14 @@ func (p *pump) run() {
 type portSession struct {
 	r      *io.PipeReader
 	port   io.Writer
-	mu     *sync.Mutex
-	closed bool
+	mu     *sync.Mutex // serialises writes to the port
+	closed atomic.Bool
+}
+
+// writeDeadliner is implemented by ports (pollable *os.File) whose writes
+// can be interrupted.
+type writeDeadliner interface {
+	SetWriteDeadline(time.Time) error
 }
 
 func (c *portSession) Read(b []byte) (int, error) { return c.r.Read(b) }
@@ -145,16 +155,22 @@ func (c *portSession) Read(b []byte) (int, error) { return c.r.Read(b) }
 func (c *portSession) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.closed.Load() {
 		return 0, net.ErrClosed
 	}
 	return c.port.Write(b)
 }
 
+// Close ends the session. A write blocked because the host went away
+// (virtio-serial writes wait for a host) is interrupted, so that the
+// session, and the processes it started, end now rather than when a host
+// connects again.
 func (c *portSession) Close() error {
-	c.mu.Lock()
-	c.closed = true
-	c.mu.Unlock()
+	if !c.closed.Swap(true) {
+		if d, ok := c.port.(writeDeadliner); ok {
+			_ = d.SetWriteDeadline(time.Unix(1, 0))
+		}
+	}
 	return c.r.Close()
 }
 
