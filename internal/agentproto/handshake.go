@@ -4,11 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -55,11 +54,9 @@ func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // connection on which the yamux client can start. ctx bounds the wait for
 // the guest (which may still be booting).
 func ClientHandshake(ctx context.Context, conn net.Conn) (Hello, net.Conn, error) {
-	var raw [8]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return Hello{}, nil, fmt.Errorf("making handshake nonce: %w", err)
-	}
-	nonce := hex.EncodeToString(raw[:])
+	// The nonce only tells this connection's READY from older ones; it
+	// need not be secret.
+	nonce := strconv.FormatUint(rand.Uint64(), 16)
 
 	// Interrupt blocking reads and writes when ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
