@@ -36,6 +36,11 @@ func RunInit(version string) {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPWR)
+	defer func() {
+		if r := recover(); r != nil {
+			in.fatal(fmt.Errorf("panic: %v", r)) // rather than "Attempted to kill init"
+		}
+	}()
 	in.earlyMounts()
 	in.log.Logf("banger-agent %s starting as init", version)
 	if err := in.boot(); err != nil {

@@ -140,6 +140,13 @@ func (s *Server) handleStream(st *yamux.Stream) {
 	if err := agentproto.ReadJSONLine(st, &req); err != nil {
 		return
 	}
+	// A bug in one operation must not take the agent down: as PID 1 that
+	// would panic the kernel.
+	defer func() {
+		if r := recover(); r != nil {
+			s.logf("panic in %s: %v", req.Op, r)
+		}
+	}()
 	switch req.Op {
 	case agentproto.OpHealth:
 		h := s.health()

@@ -276,3 +276,16 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("shutdown without hook: %v", err)
 	}
 }
+
+func TestExecLoginShell(t *testing.T) {
+	c := startAgent(t, agent.Config{})
+	var out bytes.Buffer
+	// No argv: the user's login shell, reading commands from stdin.
+	code, err := c.Exec(testCtx(t), agentproto.ExecRequest{Cwd: "/"}, strings.NewReader("echo \"shell=$0 home=$HOME\"; exit 3\n"), &out, nil)
+	if err != nil || code != 3 {
+		t.Fatalf("code %d err %v", code, err)
+	}
+	if !strings.Contains(out.String(), "shell=-") || !strings.Contains(out.String(), "home=") {
+		t.Fatalf("output %q", out.String())
+	}
+}
