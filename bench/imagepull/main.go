@@ -39,6 +39,7 @@ func defaultCache() string {
 
 func main() {
 	n := flag.Int("n", 5, "runs per pipeline")
+	verify := flag.Bool("verify", true, "as root, loop-mount the first banger and peer images and compare every file")
 	cache := flag.String("cache", defaultCache(), "cache dir for the debootstrapped layers")
 	mode := flag.String("mode", "", "internal: banger (run one pull) or push (push the layers to -ref)")
 	ref := flag.String("ref", "", "internal: image reference")
@@ -65,7 +66,7 @@ func main() {
 		}
 		return
 	}
-	if err := bench(ctx, *n, *cache); err != nil {
+	if err := bench(ctx, *n, *cache, *verify); err != nil {
 		logf("bench: %v", err)
 		os.Exit(1)
 	}
@@ -117,7 +118,7 @@ type sample struct {
 	stages []time.Duration
 }
 
-func bench(ctx context.Context, n int, cacheDir string) error {
+func bench(ctx context.Context, n int, cacheDir string, verify bool) error {
 	for _, tool := range []string{"docker-registry", "skopeo", "umoci", "mkfs.ext4", "e2fsck"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s not found (Debian packages: docker-registry skopeo umoci e2fsprogs)", tool)
@@ -186,8 +187,17 @@ func bench(ctx context.Context, n int, cacheDir string) error {
 			}
 			logf("run %d %-13s %6.2fs  cpu %5.2fs  peak RSS %5.1f MiB  stages %v", i+1, side, s.wall.Seconds(), s.cpu.Seconds(), float64(s.maxRSS)/1024, s.stages)
 			samples[side] = append(samples[side], s)
-			os.RemoveAll(dir)
+			if i == 0 && side == "peer" && verify && root {
+				// Compare the first banger and peer images file by file.
+				if err := sameTree(filepath.Join(work, "banger-0", "rootfs.ext4"), filepath.Join(dir, "rootfs.ext4"), work); err != nil {
+					return err
+				}
+			}
+			if !(i == 0 && side == "banger") {
+				os.RemoveAll(dir)
+			}
 		}
+		os.RemoveAll(filepath.Join(work, "banger-0"))
 	}
 	p := median(samples["peer"])
 	fmt.Printf("image: debootstrap minbase bookworm, 3 gzip layers, %d runs each, cold blob cache%s\n", n, map[bool]string{true: ", caches dropped", false: ""}[root])
