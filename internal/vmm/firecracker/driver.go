@@ -1,0 +1,572 @@
+// Package firecracker is the Firecracker driver: the VM is configured
+// through Firecracker's API socket (a small typed client over the
+// documented REST API), the guest finds its virtio-mmio devices through
+// Firecracker's ACPI tables (v1.8 and later), and the host reaches the guest
+// agent over vsock (Firecracker's unix-socket bridge with the
+// "CONNECT <port>" handshake). Firecracker needs hardware KVM: the driver
+// refuses to boot on hosts without it, such as PVM hosts, where QEMU (TCG)
+// is the way to run VMs. The jailer is supported and off by default.
+package firecracker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/bangerdev/banger/internal/errkind"
+	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/vmm/vmproc"
+)
+
+// Name is the driver name stored in vmm.Identity.VMM.
+const Name = "firecracker"
+
+// BinaryEnv names the environment variable that locates Firecracker when
+// the configuration does not.
+const BinaryEnv = "BANGER_FIRECRACKER_BIN"
+
+// AgentVsockPort is the guest vsock port the agent listens on
+// (banger.chan=vsock:<port>), and GuestCID the guest's vsock address.
+const (
+	AgentVsockPort = 1024
+	GuestCID       = 3
+)
+
+// Options configure the driver. The zero value finds Firecracker through
+// $BANGER_FIRECRACKER_BIN or PATH and runs it without the jailer.
+type Options struct {
+	// Binary is the Firecracker executable (a path, or a name looked up
+	// on PATH). Empty: $BANGER_FIRECRACKER_BIN, then "firecracker".
+	Binary string
+	// JailerBinary enables the jailer when set.
+	JailerBinary string
+	// JailUID and JailGID are what the jailed Firecracker runs as; the
+	// VM's writable disks are chowned to them. Default 65534 (nobody).
+	JailUID, JailGID int
+	// ChrootBaseDir is the jailer's --chroot-base-dir. Disks and kernel
+	// are hard-linked into the jail, so it must be on the same file
+	// system as the VM's writable disks. Default: "jail" next to the
+	// VM's first writable disk (removed with the VM), else in the run dir.
+	ChrootBaseDir string
+	// SocketLinkDir holds short symlinks to directories whose socket paths
+	// would exceed the unix socket limit; default os.TempDir().
+	SocketLinkDir string
+	// StartTimeout bounds how long Boot waits for the API socket and the
+	// configuration calls; default 15s.
+	StartTimeout time.Duration
+	// Host is where host probes read; default vmm.DefaultHostPaths().
+	Host *vmm.HostPaths
+	// SkipHostCheck boots even where Firecracker cannot run guests (PVM,
+	// no hardware virtualization). Only tests that exercise the VMM
+	// process and its API without needing the guest to boot set it.
+	SkipHostCheck bool
+}
+
+// Driver boots VMs with Firecracker.
+type Driver struct {
+	opts Options
+	host vmm.HostPaths
+
+	versionOnce sync.Once
+	version     Version
+	versionErr  error
+}
+
+var _ vmm.Driver = (*Driver)(nil)
+
+// New returns a Firecracker driver. Missing binaries are reported by
+// Capabilities and Boot, not here.
+func New(opts Options) *Driver {
+	if opts.Binary == "" {
+		opts.Binary = os.Getenv(BinaryEnv)
+	}
+	if opts.Binary == "" {
+		opts.Binary = "firecracker"
+	}
+	if opts.JailUID == 0 && opts.JailGID == 0 {
+		opts.JailUID, opts.JailGID = 65534, 65534
+	}
+	if opts.SocketLinkDir == "" {
+		opts.SocketLinkDir = os.TempDir()
+	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 15 * time.Second
+	}
+	host := vmm.DefaultHostPaths()
+	if opts.Host != nil {
+		host = *opts.Host
+	}
+	return &Driver{opts: opts, host: host}
+}
+
+// Find returns a driver when a Firecracker binary is configured (binary),
+// set in $BANGER_FIRECRACKER_BIN or on PATH, and false otherwise. jailer
+// enables the jailer when not empty. This is what the daemon registers.
+func Find(binary, jailer string) (*Driver, bool) {
+	d := New(Options{Binary: binary, JailerBinary: jailer})
+	if _, err := d.Binary(); err != nil {
+		return nil, false
+	}
+	return d, true
+}
+
+// Name implements vmm.Driver.
+func (d *Driver) Name() string { return Name }
+
+// Binary resolves the Firecracker executable.
+func (d *Driver) Binary() (string, error) {
+	return resolveExecutable("firecracker", d.opts.Binary, "set firecracker_bin in the configuration or $"+BinaryEnv+" (see docs/firecracker.md)")
+}
+
+func resolveExecutable(what, bin, hint string) (string, error) {
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return "", errkind.WithHint(errkind.New(errkind.Unavailable, "%s binary %s not found", what, bin), hint)
+		}
+		// exec.LookPath reports non-executable files as permission errors.
+		return "", errkind.WithHint(errkind.Wrap(errkind.Unavailable, err, "%s binary %s is not executable", what, bin), hint)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return "", errkind.Wrap(errkind.Unavailable, err, "%s binary %s", what, p)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", errkind.WithHint(errkind.New(errkind.Unavailable, "%s binary %s is not a regular file", what, p), hint)
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	return abs, nil
+}
+
+// Version runs `firecracker --version` once and checks it is at least
+// MinVersion.
+func (d *Driver) Version(ctx context.Context) (Version, error) {
+	d.versionOnce.Do(func() {
+		bin, err := d.Binary()
+		if err != nil {
+			d.versionErr = err
+			return
+		}
+		d.version, d.versionErr = probeVersion(ctx, bin)
+	})
+	return d.version, d.versionErr
+}
+
+// hostProblem explains why Firecracker cannot run guests on a host, or
+// returns "" when it can.
+func hostProblem(k vmm.KVMStatus) string {
+	switch {
+	case k.Accelerated():
+		return ""
+	case k.PVM:
+		return "this host's /dev/kvm comes from PVM (kvm_pvm), which only runs PVM-enabled guest kernels: " +
+			"stock kernels die in early boot under it, and Firecracker has no instruction emulation to fall back on"
+	case !k.Device:
+		return "this host has no /dev/kvm, and Firecracker needs hardware KVM (it has no instruction emulation)"
+	case !k.Usable:
+		return fmt.Sprintf("/dev/kvm is not usable (%s), and Firecracker needs hardware KVM", k.Problem)
+	default:
+		return "the CPU reports no vmx/svm flag, and Firecracker needs hardware KVM"
+	}
+}
+
+// checkHost refuses hosts where Firecracker cannot run guests.
+func (d *Driver) checkHost() error {
+	if d.opts.SkipHostCheck {
+		return nil
+	}
+	if p := hostProblem(vmm.DetectKVMAt(d.host)); p != "" {
+		return errkind.WithHint(errkind.New(errkind.Unavailable, "firecracker cannot run VMs on this host: %s", p),
+			"use --vmm qemu here (it falls back to TCG emulation), or run Firecracker on a host with hardware virtualization")
+	}
+	return nil
+}
+
+// Capabilities implements vmm.Driver. Firecracker always uses KVM; Reason
+// says whether it can run here.
+func (d *Driver) Capabilities(ctx context.Context) (vmm.Capabilities, error) {
+	bin, err := d.Binary()
+	if err != nil {
+		return vmm.Capabilities{}, err
+	}
+	v, err := d.Version(ctx)
+	if err != nil {
+		return vmm.Capabilities{}, err
+	}
+	kvm := vmm.DetectKVMAt(d.host)
+	reason := "can run here: " + kvm.Reason()
+	if p := hostProblem(kvm); p != "" {
+		reason = "cannot run here: " + p + "; use qemu"
+	}
+	if d.opts.JailerBinary != "" {
+		reason += "; jailer " + d.opts.JailerBinary
+	}
+	return vmm.Capabilities{
+		VMM: Name, Binary: bin, Version: v.String(),
+		Accel: vmm.AccelKVM, Emulated: false, Reason: reason,
+		Channel: "vsock", UserNet: false,
+	}, nil
+}
+
+// kernelParams are the driver's own kernel parameters: Firecracker has no
+// ACPI S5, so the guest stops by rebooting (keyboard controller reset),
+// which makes Firecracker exit.
+func kernelParams() []string {
+	return []string{"reboot=k", "panic=-1",
+		"banger.chan=vsock:" + strconv.Itoa(AgentVsockPort), "banger.exit=reboot"}
+}
+
+// instanceID is the Firecracker (and jailer) --id of a VM: alphanumerics
+// and hyphens, at most 64 characters.
+func instanceID(vmID string) string {
+	var b strings.Builder
+	b.WriteString("banger-")
+	for _, r := range vmID {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	s := b.String()
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return s
+}
+
+// checkSpec rejects what Firecracker cannot do.
+func checkSpec(spec vmm.Spec) error {
+	if spec.Accel == vmm.AccelTCG {
+		return errkind.WithHint(errkind.New(errkind.InvalidArgument, "firecracker cannot emulate (accel tcg)"),
+			"use --vmm qemu for TCG")
+	}
+	if spec.Net != nil && spec.Net.Mode == vmm.NetUser {
+		return errkind.WithHint(errkind.New(errkind.InvalidArgument, "firecracker has no user-mode networking"),
+			"use a tap network, or --vmm qemu for user-mode networking")
+	}
+	if spec.CPUs > 32 {
+		return errkind.New(errkind.InvalidArgument, "firecracker supports at most 32 vCPUs, got %d", spec.CPUs)
+	}
+	return nil
+}
+
+// Boot implements vmm.Driver.
+func (d *Driver) Boot(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkSpec(spec); err != nil {
+		return nil, err
+	}
+	if err := vmm.CheckMemory(d.host, spec.MemoryMiB); err != nil {
+		return nil, err
+	}
+	if err := d.checkHost(); err != nil {
+		return nil, err
+	}
+	bin, err := d.Binary()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := d.Version(ctx); err != nil {
+		return nil, err
+	}
+	var jailer string
+	if d.opts.JailerBinary != "" {
+		if jailer, err = resolveExecutable("jailer", d.opts.JailerBinary, "fix jailer_bin in the configuration, or leave it empty to run without the jailer"); err != nil {
+			return nil, err
+		}
+	}
+	cmdline, err := vmm.Cmdline(spec.Cmdline, kernelParams()...)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(spec.RunDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating run dir: %w", err)
+	}
+	if err := clearStale(spec.RunDir); err != nil {
+		return nil, err
+	}
+
+	var (
+		cmd   vmproc.Command
+		l     layout
+		j     *jail
+		guest guestPaths
+	)
+	if jailer == "" {
+		sockDir, err := vmm.ShortSocketDir(spec.RunDir, d.opts.SocketLinkDir, apiSocketName, vsockName)
+		if err != nil {
+			return nil, fmt.Errorf("choosing socket dir: %w", err)
+		}
+		l = newLayout(spec.RunDir, sockDir, spec.RunDir)
+		guest = hostGuestPaths(spec, l)
+		cmd = vmproc.Command{Path: bin, Dir: spec.RunDir, LogFile: l.ConsoleLog, Args: []string{
+			"--api-sock", l.APISocket, "--id", instanceID(spec.ID),
+			"--log-path", l.Log, "--level", "Info", "--show-level",
+			"--metrics-path", l.Metrics,
+		}}
+		for _, p := range []string{l.Log, l.Metrics} {
+			_ = os.Remove(p) // fresh files per boot
+		}
+	} else {
+		j, guest, err = d.prepareJail(spec, bin)
+		if err != nil {
+			return nil, err
+		}
+		sockDir, err := vmm.ShortSocketDir(j.Root, d.opts.SocketLinkDir, apiSocketName, vsockName)
+		if err != nil {
+			j.remove(spec.RunDir)
+			return nil, fmt.Errorf("choosing socket dir: %w", err)
+		}
+		l = newLayout(spec.RunDir, sockDir, j.Root)
+		cmd = vmproc.Command{Path: jailer, Dir: spec.RunDir, LogFile: l.ConsoleLog, Args: j.args(bin)}
+	}
+
+	p, err := vmproc.Start(cmd)
+	if err != nil {
+		removeRuntimeFiles(l)
+		if j != nil {
+			j.remove(spec.RunDir)
+		}
+		return nil, err
+	}
+	inst := newInstance(l.identity(p), l, j, p)
+	if err := writePIDFile(l.PIDFile, p.PID()); err != nil {
+		_ = p.Signal(syscall.SIGKILL)
+		<-inst.done
+		return nil, err
+	}
+	if err := d.configure(ctx, inst, spec, cmdline, guest); err != nil {
+		_ = p.Signal(syscall.SIGKILL)
+		<-inst.done
+		return nil, err
+	}
+	return inst, nil
+}
+
+// guestPaths are the file paths Firecracker is given: host paths, or paths
+// inside the jail.
+type guestPaths struct {
+	Kernel, Initrd string
+	Disks          []string
+	Vsock          string
+}
+
+func hostGuestPaths(spec vmm.Spec, l layout) guestPaths {
+	g := guestPaths{Kernel: spec.Kernel, Initrd: spec.Initrd, Vsock: l.VsockSocket}
+	for _, dk := range spec.Disks {
+		g.Disks = append(g.Disks, dk.Path)
+	}
+	return g
+}
+
+// configure waits for the API socket, configures the VM and starts it.
+func (d *Driver) configure(ctx context.Context, inst *instance, spec vmm.Spec, cmdline string, g guestPaths) error {
+	ctx, cancel := context.WithTimeout(ctx, d.opts.StartTimeout)
+	defer cancel()
+	// Abort API calls as soon as the process dies.
+	go func() {
+		select {
+		case <-inst.proc.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	c := NewClient(inst.files.APISocket)
+	if err := waitAPI(ctx, c, inst); err != nil {
+		return err
+	}
+	fail := func(what string, err error) error {
+		if inst.proc.Exited() {
+			return inst.startFailure()
+		}
+		return d.classify(fmt.Errorf("%s: %w", what, err))
+	}
+	if err := c.PutMachineConfig(ctx, MachineConfig{VCPUCount: spec.CPUs, MemSizeMiB: spec.MemoryMiB}); err != nil {
+		return fail("configuring machine", err)
+	}
+	if err := c.PutBootSource(ctx, BootSource{KernelImagePath: g.Kernel, InitrdPath: g.Initrd, BootArgs: cmdline}); err != nil {
+		return fail("configuring boot source", err)
+	}
+	for i, dk := range spec.Disks {
+		drv := Drive{DriveID: "vd" + string(rune('a'+i)), PathOnHost: g.Disks[i], IsReadOnly: dk.ReadOnly}
+		if !dk.ReadOnly {
+			drv.CacheType = "Writeback" // the guest's flushes reach the disk
+		}
+		if err := c.PutDrive(ctx, drv); err != nil {
+			return fail("adding disk "+drv.DriveID, err)
+		}
+	}
+	if n := spec.Net; n != nil {
+		if err := c.PutNetworkInterface(ctx, NetworkInterface{IfaceID: "eth0", HostDevName: n.TapName, GuestMAC: n.MAC}); err != nil {
+			return fail("adding network interface on tap "+n.TapName, err)
+		}
+	}
+	if err := c.PutVsock(ctx, Vsock{GuestCID: GuestCID, UDSPath: g.Vsock}); err != nil {
+		return fail("adding vsock", err)
+	}
+	if err := c.Action(ctx, ActionInstanceStart); err != nil {
+		return fail("starting the guest", err)
+	}
+	return nil
+}
+
+// classify turns Firecracker faults callers can act on into domain errors.
+func (d *Driver) classify(err error) error {
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		return err
+	}
+	switch {
+	case strings.Contains(ae.FaultMessage, "Kernel Loader"), strings.Contains(ae.FaultMessage, "kernel image"):
+		return errkind.WithHint(errkind.Wrap(errkind.InvalidArgument, err, "firecracker rejected the kernel"),
+			"Firecracker boots only an uncompressed ELF vmlinux on x86_64")
+	case ae.Status == 400:
+		return errkind.Wrap(errkind.InvalidArgument, err, "firecracker rejected the configuration")
+	}
+	return err
+}
+
+// waitAPI waits until the API socket answers GET /.
+func waitAPI(ctx context.Context, c *Client, inst *instance) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if inst.proc.Exited() {
+			return inst.startFailure()
+		}
+		if _, err := os.Stat(inst.files.APISocket); err == nil {
+			if _, err := c.InstanceInfo(ctx); err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-inst.proc.Done():
+			return inst.startFailure()
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the firecracker api socket %s: %w (%s)", inst.files.APISocket, ctx.Err(), inst.logTails())
+		case <-tick.C:
+		}
+	}
+}
+
+// clearStale refuses to start over a live Firecracker of the same run dir
+// and removes what a dead one left: sockets, pidfile and a stale jail.
+func clearStale(runDir string) error {
+	if pid, live := liveOwner(runDir); live {
+		return errkind.New(errkind.Conflict, "a firecracker process (pid %d) is already running for %s", pid, runDir)
+	}
+	for _, n := range []string{apiSocketName, vsockName, pidFileName} {
+		if err := removeIfExists(filepath.Join(runDir, n)); err != nil {
+			return err
+		}
+	}
+	if j, err := loadJail(runDir); err == nil && j != nil {
+		j.remove(runDir)
+	}
+	return nil
+}
+
+// liveOwner returns the process named by the run dir's pidfile when it is
+// alive and is a Firecracker of that run dir.
+func liveOwner(runDir string) (int, bool) {
+	b, err := os.ReadFile(filepath.Join(runDir, pidFileName))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	args, err := vmproc.CmdlineOf(pid)
+	if err != nil || !mentionsRunDir(pid, args, runDir) {
+		return 0, false
+	}
+	st, err := vmproc.StartTimeOf(pid)
+	return pid, err == nil && !st.Zombie()
+}
+
+// mentionsRunDir reports whether pid is a Firecracker of runDir: its
+// arguments name the run dir (directly started) or its root is the jail
+// recorded there.
+func mentionsRunDir(pid int, args []string, runDir string) bool {
+	for _, a := range args {
+		if strings.Contains(a, runDir) {
+			return true
+		}
+	}
+	if j, err := loadJail(runDir); err == nil && j != nil {
+		return j.isRootOf(pid)
+	}
+	return false
+}
+
+// Adopt implements vmm.Driver. The process must be alive with the recorded
+// start time, and be the Firecracker of this VM: its command line names the
+// recorded API socket or, under the jailer, its --id and root are the jail's.
+func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec, id vmm.Identity) (vmm.Instance, error) {
+	if id.VMM != Name {
+		return nil, errkind.New(errkind.InvalidArgument, "cannot adopt a %q process with the firecracker driver", id.VMM)
+	}
+	if spec.RunDir != "" && filepath.Clean(spec.RunDir) != filepath.Clean(id.RunDir) {
+		return nil, errkind.New(errkind.InvalidArgument, "identity run dir %s does not match spec run dir %s", id.RunDir, spec.RunDir)
+	}
+	if id.ControlSocket == "" || id.RunDir == "" {
+		return nil, errkind.New(errkind.InvalidArgument, "identity has no api socket or run dir")
+	}
+	j, err := loadJail(id.RunDir)
+	if err != nil {
+		return nil, err
+	}
+	mustContain := id.ControlSocket
+	if j != nil {
+		mustContain = j.ID
+	}
+	p, err := vmproc.Attach(id.PID, id.StartTime, mustContain)
+	if err == nil && j != nil && !j.owns(id.PID) {
+		p.Release()
+		err = fmt.Errorf("attaching to pid %d: it is not the jailed firecracker %s: %w", id.PID, j.ID, vmproc.ErrGone)
+	}
+	if err != nil {
+		if errors.Is(err, vmproc.ErrGone) {
+			// The VM died while nobody watched: release what it left.
+			if _, live := liveOwner(id.RunDir); !live {
+				removeRuntimeFiles(layoutOf(id, j))
+				if j != nil {
+					j.remove(id.RunDir)
+				}
+			}
+			return nil, errkind.Wrap(errkind.NotFound, err, "firecracker process of %s is not running", id.RunDir)
+		}
+		return nil, err
+	}
+	return newInstance(id, layoutOf(id, j), j, p), nil
+}
+
+// logTail returns the last lines of a log file on one line.
+func logTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "; ")
+}
