@@ -83,9 +83,10 @@ func PullToExt4(ctx context.Context, ref, outPath string, opts Ext4Options) (*Re
 	res, err := buildExt4(ctx, img.Sources(), outPath, opts, s.prog)
 	if err != nil {
 		cancel()
-		werr := wait()
-		if werr != nil && !errors.Is(err, werr) && (errors.Is(err, context.Canceled) || errors.Is(err, io.ErrUnexpectedEOF)) {
-			err = werr // the download failure is the cause
+		if werr := wait(); werr != nil && !errors.Is(werr, context.Canceled) {
+			// A failed download (digest mismatch, truncation, network)
+			// explains whatever the decoder then tripped over.
+			return nil, werr
 		}
 		return nil, fmt.Errorf("pulling %s to %s: %w", s.ref, outPath, err)
 	}

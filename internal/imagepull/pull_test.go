@@ -246,8 +246,12 @@ func TestPullCorruptOrTruncatedBlob(t *testing.T) {
 				out := filepath.Join(t.TempDir(), "rootfs.ext4")
 				o := opts
 				o.PureGo = pureGo
-				if _, err := PullToExt4(bg(), ref, out, Ext4Options{Options: o, Compact: true}); err == nil {
+				_, err := PullToExt4(bg(), ref, out, Ext4Options{Options: o, Compact: true})
+				if err == nil {
 					t.Fatalf("PullToExt4 (pure Go %v) of a tampered blob succeeded", pureGo)
+				}
+				if !strings.Contains(err.Error(), badDigest) {
+					t.Errorf("PullToExt4 (pure Go %v): error %q does not name the blob", pureGo, err)
 				}
 				checkNoPartialBlob(t, opts.CacheDir, badDigest)
 				if _, err := os.Stat(out); !os.IsNotExist(err) {
