@@ -113,8 +113,17 @@ func (d *Daemon) vmSpec(vm *model.VM, im *model.Image, bf bootFiles) vmm.Spec {
 
 func consoleLogPath(vm *model.VM) string { return filepath.Join(vm.RunDir, "console.log") }
 
+// agentTimeoutEnv overrides agentTimeout (a Go duration, e.g. "10s"): for
+// very slow hosts, and for tests of guests that never answer.
+const agentTimeoutEnv = "BANGER_AGENT_TIMEOUT"
+
 // agentTimeout bounds how long a boot may take to reach the agent.
 func agentTimeout(accel vmm.Accel) time.Duration {
+	if v := os.Getenv(agentTimeoutEnv); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			return d
+		}
+	}
 	if accel == vmm.AccelTCG {
 		return 120 * time.Second
 	}
@@ -123,8 +132,11 @@ func agentTimeout(accel vmm.Accel) time.Duration {
 
 // startLocked boots a VM and waits for its agent. The caller holds the
 // VM's lock. The VMM process belongs to the daemon: it is started with a
-// context that the request cannot cancel.
-func (d *Daemon) startLocked(ctx context.Context, vm *model.VM, emit func(api.Event)) (err error) {
+// context that the request cannot cancel. reqStart is when the request
+// arrived; the "vm running" log line splits the time since then into the
+// daemon's own work before the VMM exec, the VMM start, the guest boot up
+// to the agent's answer, and the daemon's work after it.
+func (d *Daemon) startLocked(ctx context.Context, vm *model.VM, emit func(api.Event), reqStart time.Time) (err error) {
 	if rt := d.vms.get(vm.ID); rt != nil {
 		return nil
 	}
@@ -155,7 +167,9 @@ func (d *Daemon) startLocked(ctx context.Context, vm *model.VM, emit func(api.Ev
 		spec.Cmdline += " " + strings.Join(netParams, " ")
 	}
 	emit(api.Event{Stage: "boot", Message: "booting " + vm.VMM})
+	tExec := time.Now()
 	inst, err := drv.Boot(context.WithoutCancel(ctx), spec)
+	tBooted := time.Now()
 	if err != nil {
 		_ = d.net.detach(context.WithoutCancel(ctx), vm)
 		return d.failVM(ctx, vm, fmt.Errorf("booting: %w", err))
@@ -175,11 +189,14 @@ func (d *Daemon) startLocked(ctx context.Context, vm *model.VM, emit func(api.Ev
 			fmt.Errorf("vm %s did not come up: %w (console log: %s)", vm.Name, err, inst.ConsoleLog()),
 			"see `banger vm logs "+vm.Name+"`"))
 	}
+	tReady := time.Now()
 	vm.State = model.StateRunning
 	if err := d.store.UpdateVM(ctx, vm); err != nil {
 		return err
 	}
 	emit(api.Event{Stage: "ready", Message: "vm " + vm.Name + " is running"})
+	d.log.Info("vm running", "vm", vm.Name, "to_vmm_exec", tExec.Sub(reqStart), "vmm_start", tBooted.Sub(tExec),
+		"guest_to_agent", tReady.Sub(tBooted), "after_agent", time.Since(tReady))
 	return nil
 }
 

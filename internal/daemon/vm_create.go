@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/bytesize"
@@ -89,6 +90,7 @@ func (d *Daemon) vmSizing(req api.VMCreateRequest) (cpus, memMiB int, disk int64
 // reverse if a later one fails; a VM whose boot fails stays in state error
 // with its console log kept for `vm logs`.
 func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit func(api.Event)) (api.VMInfo, error) {
+	reqStart := time.Now()
 	if req.Name != "" {
 		if err := model.ValidateName("vm", req.Name); err != nil {
 			return api.VMInfo{}, err
@@ -130,7 +132,7 @@ func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit fun
 		})
 	}
 	if !d.vms.reserve(name) {
-		return api.VMInfo{}, errkind.New(errkind.AlreadyExists, "vm %q is being created", name)
+		return api.VMInfo{}, errkind.New(errkind.AlreadyExists, "vm %q already exists (it is being created)", name)
 	}
 	defer d.vms.unreserve(name)
 	if _, err := d.store.GetVM(ctx, name); err == nil {
@@ -175,7 +177,7 @@ func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit fun
 	}
 	unlock := d.vms.lock(id)
 	defer unlock()
-	if err := d.startLocked(ctx, vm, emit); err != nil {
+	if err := d.startLocked(ctx, vm, emit, reqStart); err != nil {
 		return api.VMInfo{}, err
 	}
 	return d.vmInfo(vm), nil

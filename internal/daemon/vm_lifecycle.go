@@ -42,7 +42,8 @@ func (d *Daemon) withVM(ctx context.Context, ref string, fn func(vm *model.VM) e
 
 // StartVM boots a stopped VM.
 func (d *Daemon) StartVM(ctx context.Context, ref string, emit func(api.Event)) (api.VMInfo, error) {
-	return d.withVM(ctx, ref, func(vm *model.VM) error { return d.startLocked(ctx, vm, emit) })
+	reqStart := time.Now()
+	return d.withVM(ctx, ref, func(vm *model.VM) error { return d.startLocked(ctx, vm, emit, reqStart) })
 }
 
 // StopVM stops a VM cleanly: the agent syncs and powers off; after the
@@ -57,7 +58,7 @@ func (d *Daemon) RestartVM(ctx context.Context, ref string, emit func(api.Event)
 		if err := d.stopLocked(ctx, vm, defaultStopTimeout); err != nil {
 			return err
 		}
-		return d.startLocked(ctx, vm, emit)
+		return d.startLocked(ctx, vm, emit, time.Now())
 	})
 }
 
