@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"io"
 	"path"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/bangerdev/banger/internal/ext4"
 )
 
 // readTree parses a flattened stream, checking the stream invariants
@@ -209,5 +212,90 @@ func TestFlattenCanceled(t *testing.T) {
 	cancel()
 	if _, err := Flatten(ctx, srcs, tar.NewWriter(io.Discard)); err == nil {
 		t.Fatal("canceled flatten succeeded")
+	}
+}
+
+func TestFlattenHardlinkEdgeCases(t *testing.T) {
+	// A link written before its target in the same layer, a link to a file
+	// of a lower layer, and two links sharing a target deleted above.
+	lower := gzipLayer(t, []ent{
+		{typ: tar.TypeDir, name: "d/", mode: 0o755},
+		{name: "d/base", mode: 0o750, uid: 7, data: "base"},
+		{name: "d/gone", mode: 0o700, uid: 9, data: "gone-data"},
+		{typ: tar.TypeLink, name: "d/keep1", link: "d/gone"},
+		{typ: tar.TypeLink, name: "d/keep2", link: "d/gone"},
+	})
+	middle := gzipLayer(t, []ent{
+		{typ: tar.TypeLink, name: "early", link: "late"},
+		{name: "late", mode: 0o640, data: "late"},
+		{typ: tar.TypeLink, name: "tobase", link: "d/base"},
+	})
+	upper := gzipLayer(t, []ent{{name: "d/.wh.gone"}})
+	b, _, err := flattenLayers(t, []v1.Layer{lower, middle, upper})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdrs, data := readTreeLoose(t, b)
+	if _, ok := hdrs["d/gone"]; ok {
+		t.Error("whited-out target survived")
+	}
+	k1, k2 := hdrs["d/keep1"], hdrs["d/keep2"]
+	if k1 == nil || k1.Typeflag != tar.TypeReg || data["d/keep1"] != "gone-data" || k1.Mode != 0o700 || k1.Uid != 9 {
+		t.Errorf("d/keep1 = %+v %q, want the deleted target's content and metadata", k1, data["d/keep1"])
+	}
+	if k2 == nil || k2.Typeflag != tar.TypeLink || k2.Linkname != "d/keep1" || k2.Mode != 0o700 {
+		t.Errorf("d/keep2 = %+v, want a link to d/keep1", k2)
+	}
+	if h := hdrs["early"]; h == nil || h.Typeflag != tar.TypeLink || h.Linkname != "late" {
+		t.Errorf("early = %+v", h)
+	}
+	if h := hdrs["tobase"]; h == nil || h.Typeflag != tar.TypeLink || h.Linkname != "d/base" {
+		t.Errorf("tobase = %+v", h)
+	}
+
+	// The same layers through BuildExt4 (the ext4 writer needs link targets
+	// first, as the stream guarantees).
+	if _, err := ext4.Tool("debugfs"); err != nil {
+		t.Skip("e2fsprogs not installed")
+	}
+	srcs, _ := SourcesFromV1([]v1.Layer{lower, middle, upper})
+	img := filepath.Join(t.TempDir(), "links.ext4")
+	if _, err := BuildExt4(bg(), srcs, img, Ext4Options{Compact: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ext4.Check(bg(), img); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{"/d/keep2": "Links: 2", "/late": "Links: 2", "/d/base": "Links: 2"} {
+		if out := debugfs(t, img, "stat "+p); !strings.Contains(out, want) {
+			t.Errorf("stat %s: want %q in\n%s", p, want, out)
+		}
+	}
+}
+
+// readTreeLoose parses a stream that may hold links to targets written
+// later (the deferred ones come at the end, after their targets).
+func readTreeLoose(t *testing.T, b []byte) (map[string]*tar.Header, map[string]string) {
+	t.Helper()
+	hdrs := map[string]*tar.Header{}
+	data := map[string]string{}
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return hdrs, data
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := strings.TrimSuffix(h.Name, "/")
+		if h.Typeflag == tar.TypeLink {
+			if _, ok := hdrs[h.Linkname]; !ok {
+				t.Errorf("hardlink %q written before its target %q", n, h.Linkname)
+			}
+		}
+		hdrs[n] = h
+		d, _ := io.ReadAll(tr)
+		data[n] = string(d)
 	}
 }
