@@ -228,10 +228,16 @@ func loadJail(runDir string) (*jail, error) {
 	return &j, nil
 }
 
-// isRootOf reports whether pid runs chrooted in the jail.
+// isRootOf reports whether pid runs chrooted in the jail. The jailer
+// pivots into the chroot in a new mount namespace, so the root's path is
+// "/" from outside; the directory itself is compared instead.
 func (j *jail) isRootOf(pid int) bool {
-	root, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/root")
-	return err == nil && filepath.Clean(root) == filepath.Clean(j.Root)
+	a, err := os.Stat("/proc/" + strconv.Itoa(pid) + "/root")
+	if err != nil {
+		return false
+	}
+	b, err := os.Stat(j.Root)
+	return err == nil && os.SameFile(a, b)
 }
 
 // owns reports whether pid is this jail's Firecracker: chrooted in the jail
