@@ -6,7 +6,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
@@ -32,6 +34,12 @@ type Config struct {
 	DefaultKernel string `toml:"default_kernel"`
 	// InsecureRegistries may be reached over plain HTTP (loopback always may).
 	InsecureRegistries []string `toml:"insecure_registries"`
+	// CatalogURL is where image catalog bundles are fetched from, overriding
+	// the catalog's own base URL (a team's or CI's mirror).
+	CatalogURL string `toml:"catalog_url"`
+	// ImageCatalog is an image catalog file (same format as the embedded
+	// one) whose entries are added to, or replace, the embedded ones.
+	ImageCatalog string `toml:"image_catalog"`
 	// VMDefaults size new VMs when flags are omitted.
 	VMDefaults VMDefaults `toml:"vm_defaults"`
 	// Network configures the bridge and NAT.
@@ -116,6 +124,15 @@ func (c *Config) Validate() error {
 	}
 	if c.VMDefaults.CPUs < 0 || c.VMDefaults.CPUs > 256 {
 		return fmt.Errorf("vm_defaults.cpus %d out of range", c.VMDefaults.CPUs)
+	}
+	if c.CatalogURL != "" {
+		u, err := url.Parse(c.CatalogURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("catalog_url %q: want an http(s) URL", c.CatalogURL)
+		}
+	}
+	if c.ImageCatalog != "" && !filepath.IsAbs(c.ImageCatalog) {
+		return fmt.Errorf("image_catalog %q: want an absolute path", c.ImageCatalog)
 	}
 	if c.VMDefaults.MemoryMiB < 0 {
 		return fmt.Errorf("vm_defaults.memory_mib %d out of range", c.VMDefaults.MemoryMiB)

@@ -72,3 +72,23 @@ func TestLoadMalformedIsInvalidArgument(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestCatalogKeys(t *testing.T) {
+	c := Default()
+	if err := Parse([]byte("catalog_url = \"http://127.0.0.1:8080/bundles\"\nimage_catalog = \"/etc/banger/images.json\"\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.CatalogURL != "http://127.0.0.1:8080/bundles" || c.ImageCatalog != "/etc/banger/images.json" {
+		t.Fatalf("got %+v", c)
+	}
+	for in, want := range map[string]string{
+		"catalog_url = \"ftp://x/y\"\n":          "catalog_url \"ftp://x/y\": want an http(s) URL",
+		"catalog_url = \"images.example\"\n":     "catalog_url",
+		"image_catalog = \"rel/catalog.json\"\n": "image_catalog \"rel/catalog.json\": want an absolute path",
+	} {
+		c := Default()
+		if err := Parse([]byte(in), &c); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want %q", in, err, want)
+		}
+	}
+}
