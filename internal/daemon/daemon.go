@@ -17,6 +17,7 @@ import (
 	"github.com/bangerdev/banger/internal/paths"
 	"github.com/bangerdev/banger/internal/store"
 	"github.com/bangerdev/banger/internal/vmm"
+	"github.com/bangerdev/banger/internal/vmm/firecracker"
 	"github.com/bangerdev/banger/internal/vmm/qemu"
 )
 
@@ -91,6 +92,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	d.pullAndFlatten = d.realPullAndFlatten
 	q := qemu.New(qemu.Options{Binary: opts.Config.QEMUBin})
 	d.drivers[q.Name()] = q
+	firecracker.Register(d.drivers, opts.Config.FirecrackerBin, opts.Config.JailerBin)
 	if err := d.reconcileKernels(ctx); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("reconciling kernels: %w", err)

@@ -119,6 +119,14 @@ func Find(binary, jailer string) (*Driver, bool) {
 	return d, true
 }
 
+// Register adds the driver to drivers when Find finds a binary (the daemon
+// calls it next to the QEMU driver).
+func Register(drivers map[string]vmm.Driver, binary, jailer string) {
+	if d, ok := Find(binary, jailer); ok {
+		drivers[Name] = d
+	}
+}
+
 // Name implements vmm.Driver.
 func (d *Driver) Name() string { return Name }
 
