@@ -93,6 +93,10 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	q := qemu.New(qemu.Options{Binary: opts.Config.QEMUBin})
 	d.drivers[q.Name()] = q
 	firecracker.Register(d.drivers, opts.Config.FirecrackerBin, opts.Config.JailerBin)
+	if err := d.removeOrphanDirs(ctx); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("removing orphan directories: %w", err)
+	}
 	if err := d.reconcileKernels(ctx); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("reconciling kernels: %w", err)

@@ -192,3 +192,29 @@ func TestStartupRemovesStaging(t *testing.T) {
 		t.Fatalf("staging survived restart: %v", err)
 	}
 }
+
+func TestStartupRemovesPublishedDirWithoutRow(t *testing.T) {
+	d := newTestDaemon(t)
+	var calls atomic.Int32
+	d.pullAndFlatten = fixturePull(&calls)
+	im, err := d.PullImage(context.Background(), api.ImagePullRequest{Ref: "busybox", KernelPath: fakeKernel(t)}, func(api.Event) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan := filepath.Join(d.layout.ImagesDir(), "0123456789ab")
+	if err := os.MkdirAll(orphan, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	d2, err := New(context.Background(), Options{Layout: d.layout, Config: config.Default(), Logger: d.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
+		t.Fatalf("orphan survived: %v", err)
+	}
+	if _, err := os.Stat(im.RootfsPath); err != nil {
+		t.Fatalf("recorded image removed: %v", err)
+	}
+}
