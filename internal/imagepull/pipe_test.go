@@ -70,7 +70,15 @@ func TestPrefetch(t *testing.T) {
 		return io.NopCloser(io.MultiReader(strings.NewReader("xx"), errReader{})), nil
 	}}
 	srcs = append(srcs, failing)
-	out, stop, err := prefetch(srcs, t.TempDir(), 2)
+	for _, budget := range []int{0, 2 << 20, 64 << 20} { // file only, mixed, memory only
+		testPrefetch(t, srcs, want, budget)
+	}
+}
+
+func testPrefetch(t *testing.T, srcs []Source, want []string, budget int) {
+	t.Helper()
+	dir := t.TempDir()
+	out, stop, err := prefetch(srcs, dir, 2, budget)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +92,7 @@ func TestPrefetch(t *testing.T) {
 			got, err := io.ReadAll(rc)
 			rc.Close()
 			if err != nil || string(got) != d {
-				t.Errorf("layer %d round %d: %d bytes, %v", i, round, len(got), err)
+				t.Errorf("budget %d, layer %d round %d: %d bytes, %v", budget, i, round, len(got), err)
 			}
 		}
 	}

@@ -128,14 +128,14 @@ func buildExt4(ctx context.Context, layers []Source, outPath string, opts Ext4Op
 	if workers > 0 && (opts.PureGo || igzipPath() == "") {
 		var stopPrefetch func()
 		var err error
-		srcs, stopPrefetch, err = prefetch(layers, spoolDir, workers)
+		srcs, stopPrefetch, err = prefetch(layers, spoolDir, workers, spoolBudget)
 		if err != nil {
 			return nil, err
 		}
 		defer stopPrefetch()
 	}
 	srcs = withProgress(srcs, prog)
-	pipe := newChanPipe(1<<20, 8)
+	pipe := newChanPipe(1<<20, 4)
 	type flat struct {
 		stats Stats
 		err   error
