@@ -97,6 +97,10 @@ func (d *Daemon) realPullAndFlatten(ctx context.Context, ref, rootfs string, emi
 // Any failure removes the staging dir; a failure after the rename removes
 // the final dir.
 func (d *Daemon) PullImage(ctx context.Context, req api.ImagePullRequest, emit func(api.Event)) (*model.Image, error) {
+	// Catalog names first (bundle fast path); otherwise the OCI flow.
+	if im, handled, err := d.pullFromCatalog(ctx, &req, emit); handled {
+		return im, err
+	}
 	// 1.
 	if _, err := imagepull.ParseRef(req.Ref, d.cfg.InsecureRegistries); err != nil {
 		return nil, err

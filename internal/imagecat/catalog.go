@@ -350,3 +350,25 @@ func distance(a, b string) int {
 func Kernels() ([]kernel.CatalogEntry, error) {
 	return kernel.Catalog()
 }
+
+// Available is one row of `banger image list --available` (the wire type of
+// GET /v1/catalog/images).
+type Available struct {
+	Image
+	// Default marks the image `vm run` uses without --image.
+	Default bool `json:"default,omitempty"`
+	// Installed reports that a local image of that name exists.
+	Installed bool `json:"installed"`
+	// Source is where a pull gets it: the bundle URL or the OCI reference.
+	Source string `json:"source"`
+}
+
+// BundleRequest asks the daemon to write the bundle of a local image (the
+// wire type of POST /v1/images/{name}/bundle).
+type BundleRequest struct {
+	// OutDir is the absolute directory the bundle file is written to.
+	OutDir string `json:"out_dir"`
+	// Distro overrides the distro recorded in the manifest (default: from
+	// the image's /etc/os-release).
+	Distro string `json:"distro,omitempty"`
+}
