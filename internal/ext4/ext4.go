@@ -62,8 +62,9 @@ type Info struct {
 }
 
 // FromTar writes an ext4 image at path from the tar stream r. path is
-// created or truncated; on error it is removed. The reader is drained to EOF
-// even on failure so that a producer writing into a pipe never blocks.
+// created or truncated; on error it is removed. On success the reader is
+// drained to EOF (the end-of-archive padding); on failure it is not, and a
+// caller feeding it through a pipe must close the pipe to stop its producer.
 func FromTar(ctx context.Context, r io.Reader, path string, opts Options) (info Info, err error) {
 	if opts.Size < 0 {
 		return Info{}, errkind.New(errkind.InvalidArgument, "ext4 image size %d is negative", opts.Size)
@@ -90,8 +91,10 @@ func FromTar(ctx context.Context, r io.Reader, path string, opts Options) (info 
 	}
 	cr := &ctxReader{ctx: ctx, r: r}
 	err = tar2ext4.ConvertTarToExt4(cr, f, tar2ext4.MaximumDiskSize(maxSize))
-	// Unblock a producer still writing the end-of-archive padding.
-	_, _ = io.Copy(io.Discard, cr)
+	if err == nil {
+		// Unblock a producer still writing the end-of-archive padding.
+		_, err = io.Copy(io.Discard, cr)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return Info{}, fmt.Errorf("writing ext4 image %s: %w", path, ctx.Err())
@@ -109,7 +112,7 @@ func FromTar(ctx context.Context, r io.Reader, path string, opts Options) (info 
 		}
 	}
 	if opts.Size > 0 {
-		if err := grow(ctx, f, path, opts); err != nil {
+		if err := grow(ctx, f, path, opts.Size, opts.Journal); err != nil {
 			return Info{}, err
 		}
 		info.ReadOnly = false
@@ -127,15 +130,36 @@ func FromTar(ctx context.Context, r io.Reader, path string, opts Options) (info 
 	return info, nil
 }
 
-// grow turns the compact image into a writable filesystem of opts.Size bytes.
-func grow(ctx context.Context, f *os.File, path string, opts Options) error {
-	size := (opts.Size + blockSize - 1) &^ (blockSize - 1)
+// Grow turns an image written by FromTar into a writable filesystem of size
+// bytes (rounded up to 4 KiB), optionally with a journal, and fsyncs it.
+// The inode count grows with the block groups added, in proportion to the
+// compact image's inode density.
+func Grow(ctx context.Context, path string, size int64, journal bool) error {
+	if size <= 0 {
+		return errkind.New(errkind.InvalidArgument, "ext4 image size %d must be positive", size)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("opening ext4 image: %w", err)
+	}
+	defer f.Close()
+	if err := grow(ctx, f, path, size, journal); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("syncing ext4 image %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func grow(ctx context.Context, f *os.File, path string, want int64, journal bool) error {
+	size := (want + blockSize - 1) &^ (blockSize - 1)
 	st, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat ext4 image %s: %w", path, err)
 	}
 	if size < st.Size() {
-		return errkind.New(errkind.InvalidArgument, "requested image size %d bytes is smaller than the content (%d bytes)", opts.Size, st.Size())
+		return errkind.New(errkind.InvalidArgument, "requested image size %d bytes is smaller than the content (%d bytes)", want, st.Size())
 	}
 	if err := run(ctx, "tune2fs", "-O", "^read-only", path); err != nil {
 		return err
@@ -148,7 +172,7 @@ func grow(ctx context.Context, f *os.File, path string, opts Options) error {
 			return err
 		}
 	}
-	if opts.Journal {
+	if journal {
 		if err := run(ctx, "tune2fs", "-O", "has_journal", path); err != nil {
 			return err
 		}
