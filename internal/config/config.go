@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -55,8 +56,24 @@ type VMDefaults struct {
 
 // Network configures host networking for VMs.
 type Network struct {
+	// Bridge is the host bridge VMs' taps join (at most 10 characters: taps
+	// are named after it).
 	Bridge string `toml:"bridge"`
-	CIDR   string `toml:"cidr"`
+	// CIDR is the VM subnet; the bridge takes its first address.
+	CIDR string `toml:"cidr"`
+	// Disabled turns host networking off: VMs get --net none (forwards over
+	// the agent channel still work).
+	Disabled bool `toml:"disabled"`
+	// DefaultMode is the --net mode of VMs created without one.
+	DefaultMode string `toml:"default_mode"`
+	// DNSListen is the host-side listener of the .vm DNS zone (ip:port on
+	// loopback); empty turns it off.
+	DNSListen string `toml:"dns_listen"`
+	// UpstreamDNS are the resolvers guests' other queries go to (ip or
+	// ip:port); empty means the nameservers of /etc/resolv.conf.
+	UpstreamDNS []string `toml:"upstream_dns"`
+	// TapPool is how many idle taps are kept ready.
+	TapPool int `toml:"tap_pool"`
 }
 
 // Default returns the built-in configuration.
@@ -66,7 +83,8 @@ func Default() Config {
 		DefaultVMM:    "qemu",
 		DefaultImage:  "busybox",
 		DefaultKernel: "debian-cloud",
-		Network:       Network{Bridge: "banger0", CIDR: "172.30.0.0/24"},
+		Network: Network{Bridge: "banger0", CIDR: "172.30.0.0/24", DefaultMode: "nat",
+			DNSListen: "127.0.0.1:42069", TapPool: 2},
 	}
 }
 
@@ -136,6 +154,38 @@ func (c *Config) Validate() error {
 	}
 	if c.VMDefaults.MemoryMiB < 0 {
 		return fmt.Errorf("vm_defaults.memory_mib %d out of range", c.VMDefaults.MemoryMiB)
+	}
+	return c.Network.validate()
+}
+
+func (n *Network) validate() error {
+	if n.Bridge == "" || len(n.Bridge) > 10 || strings.ContainsAny(n.Bridge, "/ :\t") {
+		return fmt.Errorf("network.bridge %q: want an interface name of 1-10 characters", n.Bridge)
+	}
+	p, err := netip.ParsePrefix(n.CIDR)
+	if err != nil || !p.Addr().Is4() || p.Bits() < 8 || p.Bits() > 29 {
+		return fmt.Errorf("network.cidr %q: want an IPv4 prefix between /8 and /29", n.CIDR)
+	}
+	switch n.DefaultMode {
+	case "nat", "private", "none":
+	default:
+		return fmt.Errorf("network.default_mode %q: want nat, private or none", n.DefaultMode)
+	}
+	if n.DNSListen != "" {
+		if _, err := netip.ParseAddrPort(n.DNSListen); err != nil {
+			return fmt.Errorf("network.dns_listen %q: want ip:port", n.DNSListen)
+		}
+	}
+	for _, u := range n.UpstreamDNS {
+		if _, err := netip.ParseAddr(u); err == nil {
+			continue
+		}
+		if _, err := netip.ParseAddrPort(u); err != nil {
+			return fmt.Errorf("network.upstream_dns %q: want ip or ip:port", u)
+		}
+	}
+	if n.TapPool < 0 || n.TapPool > 64 {
+		return fmt.Errorf("network.tap_pool %d out of range (0-64)", n.TapPool)
 	}
 	return nil
 }

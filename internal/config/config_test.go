@@ -43,6 +43,25 @@ func TestParse(t *testing.T) {
 		{name: "bad vmm", in: "default_vmm = \"xen\"\n", wantErr: "default_vmm"},
 		{name: "syntax", in: "log_level = \n", wantErr: "line 1"},
 		{name: "wrong type", in: "[vm_defaults]\ncpus = \"two\"\n", wantErr: "line 2"},
+		{name: "network defaults", in: "", check: func(t *testing.T, c Config) {
+			n := c.Network
+			if n.CIDR != "172.30.0.0/24" || n.DefaultMode != "nat" || n.DNSListen != "127.0.0.1:42069" || n.TapPool != 2 || n.Disabled {
+				t.Errorf("network defaults: %+v", n)
+			}
+		}},
+		{name: "network values", in: "[network]\nbridge = \"bgx\"\ncidr = \"10.44.0.0/24\"\ndefault_mode = \"private\"\ndns_listen = \"\"\nupstream_dns = [\"127.0.0.1:5300\", \"9.9.9.9\"]\ntap_pool = 0\ndisabled = true\n", check: func(t *testing.T, c Config) {
+			n := c.Network
+			if n.Bridge != "bgx" || n.CIDR != "10.44.0.0/24" || n.DefaultMode != "private" || n.DNSListen != "" || len(n.UpstreamDNS) != 2 || n.TapPool != 0 || !n.Disabled {
+				t.Errorf("network: %+v", n)
+			}
+		}},
+		{name: "long bridge", in: "[network]\nbridge = \"bangerbridge0\"\n", wantErr: "network.bridge"},
+		{name: "bad cidr", in: "[network]\ncidr = \"172.30.0.0/31\"\n", wantErr: "network.cidr"},
+		{name: "v6 cidr", in: "[network]\ncidr = \"fd00::/64\"\n", wantErr: "network.cidr"},
+		{name: "bad mode", in: "[network]\ndefault_mode = \"bridge\"\n", wantErr: "network.default_mode"},
+		{name: "bad dns listen", in: "[network]\ndns_listen = \"localhost:53\"\n", wantErr: "network.dns_listen"},
+		{name: "bad upstream", in: "[network]\nupstream_dns = [\"dns.google\"]\n", wantErr: "network.upstream_dns"},
+		{name: "bad pool", in: "[network]\ntap_pool = 100\n", wantErr: "network.tap_pool"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
