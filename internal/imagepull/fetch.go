@@ -90,6 +90,9 @@ func (b *blobFetch) Open() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening blob %s: %w", b.digest, err)
 	}
+	if b.done {
+		return f, nil // complete and verified: read the file itself
+	}
 	return &tailReader{b: b, f: f}, nil
 }
 

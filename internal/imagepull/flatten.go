@@ -2,6 +2,7 @@ package imagepull
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -102,7 +103,9 @@ func (f *flattener) layer(ctx context.Context, idx int, src Source) error {
 		return fmt.Errorf("layer %s: %w", src.Digest, err)
 	}
 	defer rc.Close()
-	tr := tar.NewReader(rc)
+	// Headers are read 512 bytes at a time: buffer them, the source may be
+	// a pipe or a file.
+	tr := tar.NewReader(bufio.NewReaderSize(rc, 256<<10))
 	var whiteouts, opaques []string
 	hiddenFiles := map[string]bool{}
 	files := map[string]linkMeta{}

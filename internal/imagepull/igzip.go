@@ -1,12 +1,16 @@
 package imagepull
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // igzipPath returns the ISA-L igzip binary (Debian package isal) if
@@ -24,32 +28,83 @@ func igzipPath() string {
 // waits for the process and turns a failure (corrupt or truncated input)
 // into an error instead of io.EOF.
 type igzipReader struct {
-	cmd    *exec.Cmd
-	out    io.ReadCloser
-	src    io.Closer
-	stderr *bytes.Buffer
-	once   sync.Once
-	werr   error
+	cmd     *exec.Cmd
+	out     io.ReadCloser
+	src     io.Closer
+	stderr  *bytes.Buffer
+	feedErr chan error // the copy into stdin (nil when igzip reads a file)
+	once    sync.Once
+	werr    error
 }
 
-func startIgzip(bin string, r io.ReadCloser, br io.Reader) (io.ReadCloser, error) {
+// startIgzip runs igzip over src. A regular file is handed to igzip as its
+// stdin; anything else (a download still in progress) is copied in through
+// a pipe. Both pipes get 1 MiB buffers to cut the wake-ups between the
+// processes.
+func startIgzip(bin string, src io.ReadCloser, br *bufio.Reader) (io.ReadCloser, error) {
 	cmd := exec.Command(bin, "-d", "-c")
-	cmd.Stdin = br
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
+	z := &igzipReader{src: src, feedErr: make(chan error, 1)}
+	var feed func() // copies src into igzip's stdin, if needed
+	if f, ok := src.(*os.File); ok && isRegular(f) {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, fmt.Errorf("rewinding layer: %w", err)
+		}
+		cmd.Stdin = f
+	} else {
+		inR, inW, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		growPipe(inW)
+		cmd.Stdin = inR
+		feed = func() {
+			_, err := io.Copy(inW, br)
+			inW.Close()
+			z.feedErr <- err
+		}
+		defer inR.Close()
+	}
+	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	growPipe(outR)
+	cmd.Stdout = outW
+	err = cmd.Start()
+	outW.Close()
+	if err != nil {
+		outR.Close()
 		return nil, fmt.Errorf("starting igzip: %w", err)
 	}
-	return &igzipReader{cmd: cmd, out: out, src: r, stderr: &stderr}, nil
+	z.cmd, z.out, z.stderr = cmd, outR, &stderr
+	if feed != nil {
+		go feed()
+	} else {
+		z.feedErr <- nil
+	}
+	return z, nil
+}
+
+func isRegular(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode().IsRegular()
+}
+
+// growPipe enlarges a pipe's buffer to 1 MiB (best effort).
+func growPipe(f *os.File) {
+	_, _ = unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, 1<<20)
 }
 
 func (z *igzipReader) wait() error {
 	z.once.Do(func() {
-		if err := z.cmd.Wait(); err != nil {
+		err := z.cmd.Wait()
+		if ferr := <-z.feedErr; ferr != nil {
+			z.werr = fmt.Errorf("reading gzip layer: %w", ferr)
+			return
+		}
+		if err != nil {
 			msg := strings.TrimSpace(z.stderr.String())
 			z.werr = fmt.Errorf("decompressing gzip layer (igzip): %w: %s", err, msg)
 		}

@@ -2,7 +2,10 @@ package imagepull
 
 import (
 	"bytes"
+	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -59,6 +62,27 @@ func TestDecompress(t *testing.T) {
 			if err == nil {
 				t.Errorf("%s/%s: truncated stream read without error", kind, mode)
 			}
+			// A failing source is reported as such.
+			rc, err = decompress(io.NopCloser(io.MultiReader(bytes.NewReader(blob[:len(blob)/2]), errReader{})), external)
+			if err == nil {
+				_, err = io.ReadAll(rc)
+				rc.Close()
+			}
+			if !errors.Is(err, errBadLayer) {
+				t.Errorf("%s/%s: failing source gave %v", kind, mode, err)
+			}
+			// A regular file (igzip reads it directly).
+			path := filepath.Join(t.TempDir(), "blob")
+			os.WriteFile(path, blob, 0o644)
+			f, _ := os.Open(path)
+			rc, err = decompress(f, external)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, data) {
+				t.Errorf("%s/%s from a file: %d bytes, %v", kind, mode, len(got), err)
+			}
+			rc.Close()
 			// Closing before the end stops the decompressor.
 			rc, err = decompress(io.NopCloser(bytes.NewReader(blob)), external)
 			if err != nil {
