@@ -22,6 +22,7 @@ type execOpts struct {
 	env     []string
 	cwd     string
 	user    string
+	sync    bool
 }
 
 func (a *App) vmExecCommand() *cobra.Command {
@@ -49,6 +50,9 @@ VM's workspace, else the image's WorkingDir, else root's home.`,
 			if err != nil {
 				return err
 			}
+			if err := a.checkWorkspace(cmd.Context(), c, name, o.sync); err != nil {
+				return err
+			}
 			code, err := a.execIn(cmd.Context(), c, name, argv, o)
 			if err != nil {
 				return err
@@ -62,6 +66,7 @@ VM's workspace, else the image's WorkingDir, else root's home.`,
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable KEY=VALUE (repeatable)")
 	f.StringVarP(&o.cwd, "workdir", "w", "", "working directory in the guest")
 	f.StringVarP(&o.user, "user", "u", "", "user (name or uid[:gid]) to run as")
+	f.BoolVar(&o.sync, "sync", false, "re-copy the VM's workspace from the host first")
 	return cmd
 }
 
@@ -82,9 +87,13 @@ func (a *App) execIn(ctx context.Context, c *client.Client, name string, argv []
 	}
 	conn, err := c.Exec(ctx, name, req)
 	if err != nil {
+		if code, ok := a.execStartStatus(err); ok {
+			return code, nil
+		}
 		return 0, err
 	}
 	defer conn.Close()
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	es := agentproto.NewExecStream(conn)
 
 	if o.tty && inIsFile && term.IsTerminal(int(inFile.Fd())) {
@@ -124,6 +133,9 @@ func (a *App) execIn(ctx context.Context, c *client.Client, name string, argv []
 		restore()
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return 0, context.Cause(ctx)
+		}
 		if errors.Is(err, agentproto.ErrNoExitStatus) || errors.Is(err, io.ErrUnexpectedEOF) || ctx.Err() == nil {
 			fmt.Fprintf(a.Stderr, "banger: lost the connection to the guest agent of %s: %v\n", name, err)
 			fmt.Fprintf(a.Stderr, "hint: check `banger vm show %s` and `banger vm logs %s`\n", name, name)

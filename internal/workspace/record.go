@@ -6,6 +6,13 @@ import (
 	"time"
 )
 
+// TarContentType is the media type of the file and workspace routes' tar bodies.
+const TarContentType = "application/x-tar"
+
+// TarErrorTrailer is the HTTP trailer carrying an error that happened
+// after a tar stream from the daemon began.
+const TarErrorTrailer = "Banger-Error"
+
 // Record describes a workspace copied into a VM: what the daemon keeps
 // (the VM row holds HostPath, GuestPath and Head; the rest lives next to
 // the VM's disks) and what the workspace routes exchange.

@@ -1,0 +1,371 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/errkind"
+	"github.com/bangerdev/banger/internal/fsatomic"
+)
+
+// Files of banger's SSH identity, in the state dir's ssh/ directory.
+const (
+	sshKeyName      = "id_ed25519"
+	sshKnownHosts   = "known_hosts"
+	sshKnownIDs     = "known_vm_ids" // name → VM id whose host key known_hosts holds
+	sshConfigName   = "ssh_config"
+	sshBlockBegin   = "# >>> banger >>> (managed by `banger ssh-config`; remove with --uninstall)"
+	sshBlockEnd     = "# <<< banger <<<"
+	sshProbeTimeout = 500 * time.Millisecond
+)
+
+func (a *App) vmSSHCommand() *cobra.Command {
+	var useAgent, useSSH, tty bool
+	cmd := &cobra.Command{
+		Use:   "ssh NAME [-- COMMAND [ARGS...]]",
+		Short: "Open a shell in a running VM (or run a command there)",
+		Long: `ssh opens a login shell in a VM through its guest agent: no sshd, key or
+network needed, with a real terminal (resize, Ctrl-C and Ctrl-D as usual).
+With a command it runs it like vm exec (-t gives it a terminal).
+
+When the VM has a network address and its image runs sshd, --ssh uses the
+system ssh client instead, with banger's own key (generated ed25519 in the
+state directory) and a known_hosts file trusting each VM's host key on first
+use; arguments after -- then go to ssh. See also banger ssh-config.`,
+		Example: `  banger vm ssh dev
+  banger vm ssh dev -- uptime
+  banger vm ssh --ssh dev -- -L 8080:localhost:8080`,
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: a.completeVMs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if useAgent && useSSH {
+				return usageErrorf("--agent and --ssh do not mix")
+			}
+			name, rest := args[0], args[1:]
+			c, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			vm, err := c.ShowVM(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			if useSSH || (!useAgent && sshReachable(vm)) {
+				return a.systemSSH(cmd.Context(), vm, rest, useSSH)
+			}
+			o := execOpts{tty: tty || (len(rest) == 0 && a.stdinIsTerminal())}
+			code, err := a.execIn(cmd.Context(), c, name, rest, o)
+			if err != nil {
+				return err
+			}
+			return exitCode(code)
+		},
+	}
+	cmd.Flags().BoolVar(&useAgent, "agent", false, "always use the guest agent (the default unless the VM answers ssh)")
+	cmd.Flags().BoolVar(&useSSH, "ssh", false, "use the system ssh client (needs a network address and sshd in the image)")
+	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "run the command on a pseudo-terminal")
+	return cmd
+}
+
+// sshReachable reports whether the VM answers on port 22 of its address.
+func sshReachable(vm api.VMInfo) bool {
+	if vm.Network.IP == "" || vm.State != "running" {
+		return false
+	}
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort(vm.Network.IP, "22"), sshProbeTimeout)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
+// systemSSH runs the system ssh client against the VM with banger's key
+// and known_hosts, and exits with its status.
+func (a *App) systemSSH(ctx context.Context, vm api.VMInfo, args []string, forced bool) error {
+	if vm.Network.IP == "" {
+		return errkind.WithHint(errkind.New(errkind.Conflict, "vm %s has no network address", vm.Name),
+			"create it with a network (--net), or drop --ssh to use the guest agent")
+	}
+	bin, err := exec.LookPath("ssh")
+	if err != nil {
+		if forced {
+			return errkind.New(errkind.Unavailable, "the ssh client is not installed (openssh-client)")
+		}
+		return errkind.New(errkind.Unavailable, "the ssh client is not installed: use --agent")
+	}
+	key, _, err := ensureSSHKey(a.Layout.SSHDir())
+	if err != nil {
+		return err
+	}
+	known := filepath.Join(a.Layout.SSHDir(), sshKnownHosts)
+	alias := vm.Name + ".vm"
+	if err := forgetReplacedHostKey(a.Layout.SSHDir(), alias, vm.ID); err != nil {
+		return err
+	}
+	argv := append([]string{
+		"-i", key, "-o", "IdentitiesOnly=yes", "-o", "User=root",
+		"-o", "UserKnownHostsFile=" + known, "-o", "StrictHostKeyChecking=accept-new",
+		"-o", "HostKeyAlias=" + alias, vm.Network.IP,
+	}, args...)
+	cmd := exec.CommandContext(ctx, bin, argv...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = a.Stdin, a.Stdout, a.Stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return exitCode(ee.ExitCode())
+	}
+	return err
+}
+
+// forgetReplacedHostKey drops the known_hosts entry of alias when it was
+// learnt from another VM of the same name (deleted and created again), so
+// that trust on first use applies per VM rather than per name.
+func forgetReplacedHostKey(dir, alias, id string) error {
+	idsPath := filepath.Join(dir, sshKnownIDs)
+	ids := map[string]string{}
+	if b, err := os.ReadFile(idsPath); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, " "); ok {
+				ids[k] = v
+			}
+		}
+	}
+	if ids[alias] == id {
+		return nil
+	}
+	if old := ids[alias]; old != "" {
+		if err := removeKnownHost(filepath.Join(dir, sshKnownHosts), alias); err != nil {
+			return err
+		}
+	}
+	ids[alias] = id
+	var sb strings.Builder
+	for k, v := range ids {
+		fmt.Fprintf(&sb, "%s %s\n", k, v)
+	}
+	return fsatomic.WriteFile(idsPath, []byte(sb.String()), 0o600)
+}
+
+// removeKnownHost deletes the lines of a known_hosts file naming host.
+func removeKnownHost(path, host string) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	var out []string
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		hosts, _, _ := strings.Cut(line, " ")
+		drop := false
+		for _, h := range strings.Split(hosts, ",") {
+			if h == host {
+				drop = true
+			}
+		}
+		if !drop && line != "" {
+			out = append(out, line)
+		}
+	}
+	data := strings.Join(out, "\n")
+	if data != "" {
+		data += "\n"
+	}
+	return fsatomic.WriteFile(path, []byte(data), 0o600)
+}
+
+// ensureSSHKey returns banger's private key path and public key line,
+// generating an ed25519 pair in dir on first use.
+func ensureSSHKey(dir string) (keyPath, pub string, err error) {
+	keyPath = filepath.Join(dir, sshKeyName)
+	if b, err := os.ReadFile(keyPath + ".pub"); err == nil {
+		if _, err := os.Stat(keyPath); err == nil {
+			return keyPath, strings.TrimSpace(string(b)), nil
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	pubKey, privKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", "", fmt.Errorf("generating the ssh key: %w", err)
+	}
+	block, err := ssh.MarshalPrivateKey(privKey, "banger")
+	if err != nil {
+		return "", "", fmt.Errorf("encoding the ssh key: %w", err)
+	}
+	sshPub, err := ssh.NewPublicKey(pubKey)
+	if err != nil {
+		return "", "", fmt.Errorf("encoding the ssh key: %w", err)
+	}
+	pub = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " banger"
+	if err := fsatomic.WriteFile(keyPath, pem.EncodeToMemory(block), 0o600); err != nil {
+		return "", "", err
+	}
+	if err := fsatomic.WriteFile(keyPath+".pub", []byte(pub+"\n"), 0o644); err != nil {
+		return "", "", err
+	}
+	return keyPath, pub, nil
+}
+
+func (a *App) sshConfigCommand() *cobra.Command {
+	var install, uninstall bool
+	cmd := &cobra.Command{
+		Use:   "ssh-config",
+		Short: "Write an ssh_config so that `ssh NAME.vm` reaches banger VMs",
+		Long: `ssh-config writes banger's ssh_config (in banger's config directory) for
+hosts NAME.vm: user root, banger's own key (generated on first use) and a
+known_hosts file that trusts each VM's host key on first use. It needs VMs
+with a network address, NAME.vm resolving to it, and sshd in the image.
+
+~/.ssh/config is changed only with --install, which adds an Include line
+inside a marked block (again: replaced, not duplicated); --uninstall removes
+the block.`,
+		Example: `  banger ssh-config
+  banger ssh-config --install && ssh dev.vm
+  banger ssh-config --uninstall`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if install && uninstall {
+				return usageErrorf("--install and --uninstall do not mix")
+			}
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return fmt.Errorf("finding the home directory: %w", err)
+			}
+			userConfig := filepath.Join(home, ".ssh", "config")
+			confPath := filepath.Join(a.Layout.ConfigDir, sshConfigName)
+			if uninstall {
+				changed, err := editSSHBlock(userConfig, "")
+				if err != nil {
+					return err
+				}
+				if changed {
+					fmt.Fprintf(a.Stdout, "removed banger's block from %s\n", userConfig)
+				} else {
+					fmt.Fprintf(a.Stdout, "%s has no banger block\n", userConfig)
+				}
+				return nil
+			}
+			key, _, err := ensureSSHKey(a.Layout.SSHDir())
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(a.Layout.ConfigDir, 0o755); err != nil {
+				return fmt.Errorf("creating %s: %w", a.Layout.ConfigDir, err)
+			}
+			if err := fsatomic.WriteFile(confPath, []byte(sshConfigText(key, filepath.Join(a.Layout.SSHDir(), sshKnownHosts))), 0o644); err != nil {
+				return err
+			}
+			if install {
+				if _, err := editSSHBlock(userConfig, "Include "+quoteSSH(confPath)); err != nil {
+					return err
+				}
+			}
+			if a.Output == "json" {
+				return a.printJSON(map[string]any{"config": confPath, "key": key, "installed": install, "user_config": userConfig})
+			}
+			fmt.Fprintf(a.Stdout, "wrote %s\n", confPath)
+			if install {
+				fmt.Fprintf(a.Stdout, "included from %s: `ssh NAME.vm` now uses it\n", userConfig)
+			} else {
+				fmt.Fprintf(a.Stdout, "use it with `ssh -F %s NAME.vm`, or run `banger ssh-config --install`\n", confPath)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&install, "install", false, "include it from ~/.ssh/config (inside a marked block)")
+	cmd.Flags().BoolVar(&uninstall, "uninstall", false, "remove banger's block from ~/.ssh/config")
+	return cmd
+}
+
+func sshConfigText(key, known string) string {
+	return fmt.Sprintf(`# Written by `+"`banger ssh-config`"+`; rewritten on every run.
+Host *.vm
+    User root
+    IdentityFile %s
+    IdentitiesOnly yes
+    UserKnownHostsFile %s
+    StrictHostKeyChecking accept-new
+    LogLevel ERROR
+`, quoteSSH(key), quoteSSH(known))
+}
+
+func quoteSSH(p string) string {
+	if strings.ContainsAny(p, " \t\"") {
+		return `"` + p + `"`
+	}
+	return p
+}
+
+// editSSHBlock puts body (one or more lines) inside banger's marked block
+// at the top of an ssh config file, replacing an existing block; an empty
+// body removes the block. It reports whether the file changed.
+func editSSHBlock(path, body string) (bool, error) {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("reading %s: %w", path, err)
+	}
+	var kept []string
+	in := false
+	sc := bufio.NewScanner(strings.NewReader(string(old)))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "# >>> banger >>>"):
+			in = true
+		case in && strings.HasPrefix(line, sshBlockEnd):
+			in = false
+		case !in:
+			kept = append(kept, line)
+		}
+	}
+	rest := strings.TrimLeft(strings.Join(kept, "\n"), "\n")
+	var b strings.Builder
+	if body != "" {
+		// At the top: an Include after a Host line would only apply to that host.
+		b.WriteString(sshBlockBegin + "\n" + body + "\n" + sshBlockEnd + "\n")
+		if rest != "" {
+			b.WriteString("\n")
+		}
+	}
+	if rest != "" {
+		b.WriteString(rest + "\n")
+	}
+	if b.String() == string(old) {
+		return false, nil
+	}
+	if body == "" && old == nil {
+		return false, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return false, fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
+	}
+	mode := os.FileMode(0o600)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	if err := fsatomic.WriteFile(path, []byte(b.String()), mode); err != nil {
+		return false, err
+	}
+	return true, nil
+}
