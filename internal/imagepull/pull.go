@@ -452,9 +452,9 @@ func (s *session) classify(err error) error {
 		switch {
 		case terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden ||
 			codes[transport.UnauthorizedErrorCode] || codes[transport.DeniedErrorCode]:
-			return errkind.WithHint(
-				errkind.Wrap(errkind.Unavailable, err, "unauthorized to pull %s (the image may not exist or need credentials)", ref),
-				"log in with `docker login "+s.ref.Context().RegistryStr()+"` or configure a docker credential helper; banger reads ~/.docker/config.json")
+			return errkind.Wrap(errkind.Unavailable, err,
+				"unauthorized to pull %s: log in with `docker login %s` or configure a docker credential helper (banger reads ~/.docker/config.json); the image may also not exist",
+				ref, s.ref.Context().RegistryStr())
 		case terr.StatusCode == http.StatusNotFound || codes[transport.ManifestUnknownErrorCode] ||
 			codes[transport.NameUnknownErrorCode] || codes[transport.BlobUnknownErrorCode]:
 			return errkind.Wrap(errkind.NotFound, err, "image %s not found", ref)

@@ -213,7 +213,7 @@ func (r *spoolReader) Read(p []byte) (int, error) {
 func (r *spoolReader) Close() error { return nil }
 
 // spoolBudget bounds the memory of all spools of one build.
-const spoolBudget = 8 << 20
+const spoolBudget = 4 << 20
 
 // errStopped is what readers of a spool see when the pipeline stops early.
 var errStopped = errors.New("pipeline stopped")
