@@ -2,12 +2,14 @@ package imagepull
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/bangerdev/banger/internal/errkind"
@@ -205,5 +207,44 @@ func TestDefaultSize(t *testing.T) {
 		if got := DefaultSize(est); got != want {
 			t.Errorf("DefaultSize(%d) = %d, want %d", est, got, want)
 		}
+	}
+}
+
+func TestPullToExt4Canceled(t *testing.T) {
+	requireE2fsprogs(t)
+	reg := newTestRegistry(t)
+	big := gzipLayer(t, []ent{{name: "big", mode: 0o644, data: strings.Repeat("x", 8<<20)}})
+	ref := reg.push(t, "slow/img:v1", makeImage(t, "amd64", fixtureLayers(t)[0], big))
+	// Stall the big blob until the pull is canceled.
+	stall := make(chan struct{})
+	bigDigest := digestOf(t, big)
+	reg.tamper = func(d string, body []byte) []byte {
+		if d == bigDigest {
+			<-stall
+		}
+		return body
+	}
+	defer close(stall)
+	opts := testOptions(t)
+	out := filepath.Join(t.TempDir(), "rootfs.ext4")
+	for _, pureGo := range []bool{false, true} {
+		ctx, cancel := ctxWithCancel()
+		var once sync.Once
+		o := opts
+		o.PureGo = pureGo
+		o.Progress = func(p Progress) {
+			if p.Stage == StageFlattening {
+				once.Do(cancel)
+			}
+		}
+		_, err := PullToExt4(ctx, ref, out, Ext4Options{Options: o, Compact: true})
+		cancel()
+		if !errors.Is(err, context.Canceled) && !errors.Is(err, errkind.Canceled) {
+			t.Errorf("pure Go %v: canceled pull returned %v", pureGo, err)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Error("canceled pull left its output")
+		}
+		checkNoPartialBlob(t, opts.CacheDir, bigDigest)
 	}
 }
