@@ -110,6 +110,9 @@ func BuildExt4(ctx context.Context, layers []Source, outPath string, opts Ext4Op
 	return buildExt4(ctx, layers, outPath, opts, &reporter{fn: opts.Progress})
 }
 
+// errWriterStopped ends the flattener when the ext4 writer gave up.
+var errWriterStopped = errors.New("ext4 writer stopped")
+
 // buildExt4 is BuildExt4 reporting through prog (shared with the pull so
 // that callbacks stay serialised).
 func buildExt4(ctx context.Context, layers []Source, outPath string, opts Ext4Options, prog *reporter) (*Result, error) {
@@ -151,10 +154,10 @@ func buildExt4(ctx context.Context, layers []Source, outPath string, opts Ext4Op
 		done <- flat{st, err}
 	}()
 	info, err := ext4.FromTar(ctx, pipe, outPath, ext4.Options{NoSync: true, Label: opts.Label})
-	pipe.CloseRead(errors.New("ext4 writer stopped"))
+	pipe.CloseRead(errWriterStopped)
 	fl := <-done
-	if fl.err != nil {
-		os.Remove(outPath)
+	if fl.err != nil && !errors.Is(fl.err, errWriterStopped) {
+		os.Remove(outPath) // the flattener failed first: that is the cause
 		return nil, fl.err
 	}
 	if err != nil {
