@@ -1,0 +1,99 @@
+#!/bin/sh
+# l1-run.sh — the nested lab inside the L1 guest (run once by busybox init).
+# L1 has KVM on AMD-V emulated by the outer QEMU (TCG), so Firecracker and
+# QEMU boot real L2 guests here. Results go to the console (lines starting
+# "LAB ") and to the results disk (/dev/vdc): out/summary.txt and one log
+# per step. The guest powers off at the end.
+export PATH=/lab/bin:/bin:/usr/bin
+export HOME=/root
+export BANGER_FIRECRACKER_BIN=/lab/bin/firecracker
+export BANGER_TEST_CACHE=/var/cache/banger-test
+[ -x /lab/bin/jailer ] && export BANGER_JAILER_BIN=/lab/bin/jailer
+
+res=/results/out
+mount -t ext4 /dev/vdc /results && mkdir -p $res || res=/tmp/out
+mkdir -p $res
+mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+
+up() { cut -d' ' -f1 /proc/uptime; }
+say() { echo "LAB $*"; echo "$*" >>$res/summary.txt; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fs", b - a }'; }
+
+finish() {
+	say "done total=$(elapsed 0 "$(up)")"
+	sync
+	umount /results 2>/dev/null
+	poweroff -f
+}
+
+say "l1 up=$(up)s kernel=$(uname -r) cpus=$(nproc) mem=$(awk '/MemTotal/ {print $2 "kB"}' /proc/meminfo)"
+if [ ! -c /dev/kvm ] || ! grep -qw svm /proc/cpuinfo || [ -d /sys/module/kvm_pvm ]; then
+	say "FAIL kvm: no hardware KVM in L1 (dev: $(ls -l /dev/kvm 2>&1); svm: $(grep -cw svm /proc/cpuinfo))"
+	finish
+fi
+say "kvm ok: kvm_amd npt=$(cat /sys/module/kvm_amd/parameters/npt 2>/dev/null) firecracker=$(firecracker --version 2>/dev/null | head -n1)"
+
+# step NAME CMD... runs a command with its output in $res/NAME.log and
+# records PASS/FAIL and its duration.
+step() {
+	name=$1
+	shift
+	t0=$(up)
+	"$@" >$res/$name.log 2>&1
+	rc=$?
+	st=PASS
+	[ $rc = 0 ] || st=FAIL
+	say "$st $name rc=$rc time=$(elapsed "$t0" "$(up)")"
+	grep -E -- '^ *--- (PASS|FAIL|SKIP)|boot returned|poweroff to exit|shutdown took|junk kernel|^cycle:' $res/$name.log |
+		sed "s/^/  $name: /" | tee -a $res/summary.txt | sed 's/^/LAB /'
+	[ $st = PASS ] || tail -n 40 $res/$name.log | sed "s/^/LAB   $name| /"
+}
+
+cd /lab/src || finish
+
+step fc-driver /lab/bin/firecracker.test -test.v -test.timeout 60m \
+	-test.run 'TestConformance|TestBootConfigAdoptKill|TestJunkKernel|TestLongRunDir|TestJailer'
+step qemu-conformance /lab/bin/qemu.test -test.v -test.timeout 60m -test.run 'TestConformance'
+
+# The CLI cycle: vm create --vmm firecracker / exec uname -r / stop / delete,
+# then the same with QEMU for the timings.
+cycle() {
+	export BANGER_HOME=/root/bh BANGER_DAEMON_BIN=/lab/bin/bangerd
+	rel=$(ls /var/cache/banger-test/kernels | head -n1)
+	deb=$(ls /var/cache/banger-test/linux-image-*.deb | head -n1)
+	t=$(up)
+	banger kernel import debian-cloud --from-deb "$deb" || return 1
+	echo "cycle: kernel import $(elapsed "$t" "$(up)")"
+	/lab/busybox-rootfs.sh /root/bb.ext4 || return 1
+	banger image register --name busybox --rootfs /root/bb.ext4 --kernel-ref debian-cloud || return 1
+	banger image promote busybox || return 1
+	banger doctor || true
+	for vmm in firecracker qemu; do
+		name=c-$vmm
+		t=$(up)
+		banger vm create --name $name --vmm $vmm --memory 256 || { banger vm logs $name; return 1; }
+		echo "cycle: $vmm vm create $(elapsed "$t" "$(up)")"
+		banger vm show $name | tee /tmp/show
+		grep -Eq "vmm[[:space:]]+$vmm" /tmp/show || { echo "cycle: vm show does not say $vmm"; return 1; }
+		t=$(up)
+		got=$(banger vm exec $name -- uname -r) || return 1
+		echo "cycle: $vmm vm exec uname -r = $got $(elapsed "$t" "$(up)")"
+		[ "$got" = "$rel" ] || { echo "cycle: want $rel"; return 1; }
+		t=$(up)
+		banger vm stop $name || return 1
+		echo "cycle: $vmm vm stop $(elapsed "$t" "$(up)")"
+		banger vm show $name | grep -Eq 'state[[:space:]]+stopped' || { echo "cycle: not stopped"; return 1; }
+		banger vm delete $name || return 1
+		left=$(ps -o pid,stat,args | grep -E '/lab/bin/firecracker|qemu-system' | grep -v -e grep -e ' Z ')
+		if [ -n "$left" ]; then
+			echo "cycle: VMM processes left after delete: $left"
+			return 1
+		fi
+		echo "cycle: $vmm create/exec/stop/delete ok"
+	done
+	# On a host where it can run, doctor reports Firecracker's version.
+	banger daemon stop || true
+}
+step cycle cycle
+
+finish
