@@ -28,7 +28,7 @@ const OverlaySize = 32 << 30
 type VMRunner struct {
 	Driver vmm.Driver
 	// Kernel and Initrd boot every build VM (the initrd holds banger-agent).
-	Kernel, Initrd string
+	Kernel, Initrd  string
 	CPUs, MemoryMiB int
 	// RunDir is the parent of the per-VM run directories (sockets, logs).
 	RunDir string
