@@ -3,15 +3,18 @@ package e2e
 import (
 	"bufio"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/kernel/kerneltest"
 	"github.com/bangerdev/banger/internal/vmm/vmmtest"
 )
@@ -131,6 +134,15 @@ func testVMManage(t *testing.T, ve *vmEnv) {
 	if vm.State != "created" || len(qemuPIDs(vm.Dir)) != 0 {
 		t.Fatalf("--no-start: %+v", vm)
 	}
+	// Without --name, a DNS-label name is generated.
+	var gen api.VMInfo
+	if err := json.Unmarshal([]byte(e.must("vm", "create", "--no-start", "--image", "busybox", "-o", "json")), &gen); err != nil {
+		t.Fatal(err)
+	}
+	if !dnsLabel.MatchString(gen.Name) {
+		t.Fatalf("generated name %q is not a DNS label", gen.Name)
+	}
+	e.must("vm", "delete", gen.Name)
 
 	// set on a stopped VM: cpus and disk (grow only).
 	out := e.must("vm", "set", "mng", "--cpus", "2", "--disk", "10G")
@@ -291,6 +303,8 @@ func TestVMBootFailures(t *testing.T) {
 		e.assertNoLeaks(vm, nil)
 	})
 }
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // assertNoSockets fails when a socket or pidfile is left under dir.
 func assertNoSockets(t *testing.T, dir string) {

@@ -79,11 +79,22 @@ func testVMLifecycle(t *testing.T, ve *vmEnv) {
 	if got := strings.TrimSpace(e.guest("life", "hostname")); got != "life" {
 		t.Fatalf("hostname %q", got)
 	}
+	if r := e.run("vm", "exec", "life", "--", "sh", "-c", "kill -9 $$"); r.code != 128+9 {
+		t.Fatalf("command killed by SIGKILL: %+v", r)
+	}
+	// env, working directory and the image's PATH.
+	out := e.must("vm", "exec", "-e", "FOO=bar", "-w", "/tmp", "life", "--", "sh", "-c", `echo "$FOO $(pwd) $PATH"`)
+	if !strings.HasPrefix(out, "bar /tmp ") || !strings.Contains(out, "/usr/bin") {
+		t.Fatalf("env/cwd: %q", out)
+	}
+	if vm.Emulated && !strings.Contains(e.must("vm", "show", "life"), "emulated") {
+		t.Fatal("vm show does not flag the emulated accelerator")
+	}
 
 	// A file in /root survives a reboot (restart = new boot id).
 	e.guest("life", "sh", "-c", "echo persisted > /root/keep && echo upper > /etc/upper-file")
 	boot1 := e.bootID("life")
-	out := e.must("vm", "restart", "life")
+	out = e.must("vm", "restart", "life")
 	if !strings.Contains(out, "life restarted") {
 		t.Fatalf("restart: %q", out)
 	}
