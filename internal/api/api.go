@@ -123,6 +123,11 @@ type VMCreateRequest struct {
 	VMM       string `json:"vmm,omitempty"`
 	Net       string `json:"net,omitempty"`
 	NoStart   bool   `json:"no_start,omitempty"`
+	// Publish are forwards ("[HOST_ADDR:]HOST_PORT:GUEST_PORT[/udp]").
+	Publish     []string `json:"publish,omitempty"`
+	AutoForward bool     `json:"auto_forward,omitempty"`
+	AllowHosts  []string `json:"allow_hosts,omitempty"`
+	AllowCIDRs  []string `json:"allow_cidrs,omitempty"`
 }
 
 // VMSetRequest is PATCH /v1/vms/{name}: zero fields are left unchanged.

@@ -90,6 +90,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		cancel:    cancel,
 	}
 	d.pullAndFlatten = d.realPullAndFlatten
+	d.net = d.setupNetwork(ctx)
 	q := qemu.New(qemu.Options{Binary: opts.Config.QEMUBin})
 	d.drivers[q.Name()] = q
 	firecracker.Register(d.drivers, opts.Config.FirecrackerBin, opts.Config.JailerBin)

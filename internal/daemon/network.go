@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 
+	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -11,8 +12,9 @@ import (
 // vmNetwork attaches VMs to the host network. The daemon calls it at
 // these points of a VM's life:
 //
-//   - validate: at create, to check and normalise the requested mode
-//     ("" → default) before anything is made.
+//   - validate: at create, to check and normalise the requested network
+//     (mode "" → default, forwards, egress allow-list) before anything is
+//     made; it returns the VM's initial network record.
 //   - attach: before boot; returns the NIC for the VMM spec (nil for none)
 //     and extra kernel parameters for the guest agent (banger.ip= …). It
 //     records what it allocated on vm.Network (persisted by the caller), so
@@ -23,7 +25,7 @@ import (
 //   - reconcile: at daemon start, with every VM, to drop orphan taps and
 //     rules and rebuild DNS.
 type vmNetwork interface {
-	validate(ctx context.Context, mode string) (string, error)
+	validate(ctx context.Context, req api.VMCreateRequest) (model.VMNetwork, error)
 	attach(ctx context.Context, vm *model.VM) (*vmm.Net, []string, error)
 	detach(ctx context.Context, vm *model.VM) error
 	forget(ctx context.Context, vm *model.VM) error
@@ -34,12 +36,14 @@ type vmNetwork interface {
 // noNetwork gives VMs no NIC; the agent channel still works.
 type noNetwork struct{}
 
-func (noNetwork) validate(_ context.Context, mode string) (string, error) {
-	switch mode {
-	case "", "none":
-		return "none", nil
+func (noNetwork) validate(_ context.Context, req api.VMCreateRequest) (model.VMNetwork, error) {
+	switch {
+	case req.Net != "" && req.Net != "none":
+		return model.VMNetwork{}, errkind.New(errkind.Unavailable, "--net %s is not available on this host (networking is not set up)", req.Net)
+	case len(req.Publish) > 0 || req.AutoForward || len(req.AllowHosts) > 0 || len(req.AllowCIDRs) > 0:
+		return model.VMNetwork{}, errkind.New(errkind.Unavailable, "port forwards and egress rules are not available on this host (networking is not set up)")
 	}
-	return "", errkind.New(errkind.Unavailable, "--net %s is not available on this host (networking is not set up)", mode)
+	return model.VMNetwork{Mode: "none"}, nil
 }
 
 func (noNetwork) attach(context.Context, *model.VM) (*vmm.Net, []string, error) { return nil, nil, nil }

@@ -109,7 +109,7 @@ func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit fun
 	if err != nil {
 		return api.VMInfo{}, err
 	}
-	netMode, err := d.net.validate(ctx, req.Net)
+	netw, err := d.net.validate(ctx, req)
 	if err != nil {
 		return api.VMInfo{}, err
 	}
@@ -162,7 +162,7 @@ func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit fun
 	vm := &model.VM{
 		ID: id, Name: name, ImageID: im.ID, ImageName: im.Name, KernelRef: req.Kernel,
 		State: model.StateCreated, CPUs: cpus, MemoryMiB: memMiB, DiskBytes: disk,
-		VMM: drv.Name(), Dir: final, RunDir: final, Network: model.VMNetwork{Mode: netMode},
+		VMM: drv.Name(), Dir: final, RunDir: final, Network: netw,
 	}
 	if err := d.store.CreateVM(ctx, vm); err != nil {
 		return api.VMInfo{}, err

@@ -86,8 +86,27 @@ type VM struct {
 type VMNetwork struct {
 	Mode string `json:"mode,omitempty"`
 	IP   string `json:"ip,omitempty"`
-	Tap  string `json:"tap,omitempty"`
+	Tap  string `json:"tap,omitempty"` // set while the VM runs
 	MAC  string `json:"mac,omitempty"`
+	// AllowHosts and AllowCIDRs restrict egress (nat mode) to these names
+	// (and their subdomains) and ranges when either is set.
+	AllowHosts []string `json:"allow_hosts,omitempty"`
+	AllowCIDRs []string `json:"allow_cidrs,omitempty"`
+	// AutoForward forwards the guest's listening TCP ports to the same
+	// localhost ports while the VM runs.
+	AutoForward bool `json:"auto_forward,omitempty"`
+	// Forwards are host→guest port forwards: the requested ones (kept
+	// across restarts) and, with Auto set, the automatic ones active now.
+	Forwards []Forward `json:"forwards,omitempty"`
+}
+
+// Forward is a host port forwarded to a guest port over the agent channel.
+type Forward struct {
+	Proto     string `json:"proto"` // tcp or udp
+	HostAddr  string `json:"host_addr"`
+	HostPort  int    `json:"host_port"`
+	GuestPort int    `json:"guest_port"`
+	Auto      bool   `json:"auto,omitempty"`
 }
 
 // Workspace records a host directory copied into a VM.
