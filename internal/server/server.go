@@ -134,6 +134,7 @@ func (s *Server) routeTable() []route {
 	rs = append(rs, s.imageRoutes()...)
 	rs = append(rs, s.kernelRoutes()...)
 	rs = append(rs, s.vmRoutes()...)
+	rs = append(rs, s.netRoutes()...)
 	rs = append(rs, s.catalogRoutes()...)
 	rs = append(rs, s.fileRoutes()...)
 	return rs
