@@ -266,6 +266,29 @@ func (b *Builder) Build(ctx context.Context, req Request) (res *Result, err erro
 			cancel()
 		}
 	}()
+	// stopAndCache stops the build VM (so the overlay disk is consistent)
+	// and caches the overlay as the state after step i.
+	stopAndCache := func(i int) error {
+		err := m.Stop(ctx)
+		m = nil
+		if err != nil {
+			return fmt.Errorf("stopping the build vm after line %d: %w", steps[i].Line, err)
+		}
+		s := steps[i]
+		if req.NoCache || c.hasState(s.key) {
+			state = s.key
+			return nil
+		}
+		rec := stateRecord{Parent: state, Line: s.Line, Step: s.Key(), CreatedAt: time.Now().UTC()}
+		if err := c.putState(s.key, rec, overlay); err != nil {
+			return err
+		}
+		if err := CopySparse(c.overlay(s.key), overlay); err != nil {
+			return fmt.Errorf("preparing the build disk: %w", err)
+		}
+		state = s.key
+		return nil
+	}
 	for i := start; i < n; i++ {
 		s := steps[i]
 		t0 := time.Now()
@@ -279,22 +302,13 @@ func (b *Builder) Build(ctx context.Context, req Request) (res *Result, err erro
 		if err := runStep(ctx, m, s, req.Log); err != nil {
 			return nil, err
 		}
-		// Stop cleanly so the overlay disk is consistent, then cache it.
-		err := m.Stop(ctx)
-		m = nil
-		if err != nil {
-			return nil, fmt.Errorf("stopping the build vm after line %d: %w", s.Line, err)
-		}
-		if !req.NoCache {
-			rec := stateRecord{Parent: state, Line: s.Line, Step: s.Key(), CreatedAt: time.Now().UTC()}
-			if err := c.putState(s.key, rec, overlay); err != nil {
+		// A state is cached after each RUN (the costly steps); COPY and
+		// WORKDIR ride along with the next RUN, in the same VM.
+		if s.Kind == dockerfile.StepRun && i < n-1 && !req.NoCache {
+			if err := stopAndCache(i); err != nil {
 				return nil, err
 			}
-			if err := CopySparse(c.overlay(s.key), overlay); err != nil {
-				return nil, fmt.Errorf("preparing the build disk: %w", err)
-			}
 		}
-		state = s.key
 		d := time.Since(t0)
 		fmt.Fprintf(req.Log, "#%d/%d done in %s\n", i+1, n, d.Round(time.Millisecond))
 		res.Steps = append(res.Steps, StepResult{Line: s.Line, Text: s.Text, Duration: d, Key: s.key})
@@ -302,20 +316,30 @@ func (b *Builder) Build(ctx context.Context, req Request) (res *Result, err erro
 
 	progress(Event{Message: "exporting the root filesystem"})
 	fmt.Fprintln(req.Log, "exporting the root filesystem")
-	names, err := b.Runner.RootNames(ctx, req.Base.Rootfs, overlay)
-	if err != nil {
-		return nil, fmt.Errorf("listing the image root: %w", err)
+	if m == nil {
+		if m, err = b.Runner.Boot(ctx, spec); err != nil {
+			return nil, fmt.Errorf("booting the build vm for export: %w", err)
+		}
 	}
-	if m, err = b.Runner.Boot(ctx, spec); err != nil {
-		return nil, fmt.Errorf("booting the build vm for export: %w", err)
+	names, err := listRoot(ctx, m, req.Plan.Config.Env)
+	if err != nil {
+		// No ls in the image: list base and overlay from the host.
+		fmt.Fprintf(req.Log, "listing / in the guest failed (%v); reading the disks instead\n", err)
+		if err := stopAndCache(n - 1); err != nil {
+			return nil, err
+		}
+		if names, err = b.Runner.RootNames(ctx, req.Base.Rootfs, overlay); err != nil {
+			return nil, fmt.Errorf("listing the image root: %w", err)
+		}
+		if m, err = b.Runner.Boot(ctx, spec); err != nil {
+			return nil, fmt.Errorf("booting the build vm for export: %w", err)
+		}
 	}
 	if err := exportRoot(ctx, m, names, req.Output); err != nil {
 		return nil, err
 	}
-	err = m.Stop(ctx)
-	m = nil
-	if err != nil {
-		return nil, fmt.Errorf("stopping the build vm: %w", err)
+	if err := stopAndCache(n - 1); err != nil {
+		return nil, err
 	}
 	if !req.NoCache {
 		if err := c.putFinal(final, req.Output); err != nil {
@@ -323,6 +347,26 @@ func (b *Builder) Build(ctx context.Context, req Request) (res *Result, err erro
 		}
 	}
 	return res, b.finish(res, req.Output)
+}
+
+// listRoot lists the guest's / with ls (any image with a shell has one).
+func listRoot(ctx context.Context, g Guest, env []string) ([]string, error) {
+	var out, errb tail
+	out.max, errb.max = 1<<20, 4096
+	code, err := g.Exec(ctx, agentproto.ExecRequest{Argv: []string{"ls", "-1A", "/"}, Env: env, Cwd: "/"}, nil, &out, &errb)
+	if err != nil {
+		return nil, err
+	}
+	if code != 0 {
+		return nil, fmt.Errorf("ls exited %d: %s", code, strings.TrimSpace(string(errb.buf)))
+	}
+	var names []string
+	for _, l := range strings.Split(string(out.buf), "\n") {
+		if l != "" {
+			names = append(names, l)
+		}
+	}
+	return names, nil
 }
 
 func (b *Builder) finish(res *Result, out string) error {

@@ -127,7 +127,26 @@ func (m *chrootMachine) hostPath(p string) string {
 }
 
 func (m *chrootMachine) Exec(ctx context.Context, req agentproto.ExecRequest, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	cmd := exec.CommandContext(ctx, req.Argv[0], req.Argv[1:]...)
+	argv0 := req.Argv[0]
+	if !strings.Contains(argv0, "/") {
+		// Resolve in the guest's PATH, as the agent does.
+		found := ""
+		for _, kv := range req.Env {
+			if dirs, ok := strings.CutPrefix(kv, "PATH="); ok {
+				for _, d := range filepath.SplitList(dirs) {
+					if fi, err := os.Stat(filepath.Join(m.root, d, argv0)); err == nil && !fi.IsDir() {
+						found = filepath.Join(d, argv0)
+						break
+					}
+				}
+			}
+		}
+		if found == "" {
+			return -1, fmt.Errorf("guest exec: %s: not found", argv0)
+		}
+		argv0 = found
+	}
+	cmd := exec.CommandContext(ctx, argv0, req.Argv[1:]...)
 	cmd.Env = req.Env
 	cmd.Dir = req.Cwd
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
