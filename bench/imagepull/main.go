@@ -3,7 +3,7 @@
 // `skopeo copy` + `umoci raw unpack` + `mkfs.ext4 -d`, on a Debian
 // bookworm minbase image served by a local docker-registry on loopback.
 //
-//	go run ./bench/imagepull [-n 5] [-cache DIR]
+//	go run ./bench/imagepull [-n 5] [-variant min|big] [-cache DIR]
 //
 // The debootstrapped rootfs is cached (as three layer tarballs: usr, var,
 // rest) under -cache, so reruns skip debootstrap. Every run starts with an
@@ -41,6 +41,7 @@ func main() {
 	n := flag.Int("n", 5, "runs per pipeline")
 	verify := flag.Bool("verify", true, "as root, loop-mount the first banger and peer images and compare every file")
 	cache := flag.String("cache", defaultCache(), "cache dir for the debootstrapped layers")
+	variant := flag.String("variant", "min", "image: min (debootstrap minbase) or big (plus git, curl, python3, ping)")
 	mode := flag.String("mode", "", "internal: banger (run one pull) or push (push the layers to -ref)")
 	ref := flag.String("ref", "", "internal: image reference")
 	out := flag.String("out", "", "internal: output image")
@@ -49,7 +50,7 @@ func main() {
 	flag.Parse()
 	ctx := context.Background()
 	if *mode == "push" { // push the cached layers to -ref (for manual profiling)
-		layers, err := ensureLayers(ctx, *cache)
+		layers, err := ensureLayers(ctx, *cache, *variant)
 		if err == nil {
 			_, err = pushImage(*ref, layers)
 		}
@@ -66,7 +67,7 @@ func main() {
 		}
 		return
 	}
-	if err := bench(ctx, *n, *cache, *verify); err != nil {
+	if err := bench(ctx, *n, *cache, *variant, *verify); err != nil {
 		logf("bench: %v", err)
 		os.Exit(1)
 	}
@@ -118,7 +119,7 @@ type sample struct {
 	stages []time.Duration
 }
 
-func bench(ctx context.Context, n int, cacheDir string, verify bool) error {
+func bench(ctx context.Context, n int, cacheDir, variant string, verify bool) error {
 	for _, tool := range []string{"docker-registry", "skopeo", "umoci", "mkfs.ext4", "e2fsck"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s not found (Debian packages: docker-registry skopeo umoci e2fsprogs)", tool)
@@ -127,7 +128,7 @@ func bench(ctx context.Context, n int, cacheDir string, verify bool) error {
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return err
 	}
-	layers, err := ensureLayers(ctx, cacheDir)
+	layers, err := ensureLayers(ctx, cacheDir, variant)
 	if err != nil {
 		return err
 	}
@@ -142,7 +143,7 @@ func bench(ctx context.Context, n int, cacheDir string, verify bool) error {
 	}
 	defer stop()
 	t0 := time.Now()
-	ref, err := pushImage(addr+"/bench/min:latest", layers)
+	ref, err := pushImage(addr+"/bench/"+variant+":latest", layers)
 	if err != nil {
 		return err
 	}
@@ -200,7 +201,7 @@ func bench(ctx context.Context, n int, cacheDir string, verify bool) error {
 		os.RemoveAll(filepath.Join(work, "banger-0"))
 	}
 	p := median(samples["peer"])
-	fmt.Printf("image: debootstrap minbase bookworm, 3 gzip layers, %d runs each, cold blob cache%s\n", n, map[bool]string{true: ", caches dropped", false: ""}[root])
+	fmt.Printf("image: debootstrap bookworm %s, 3 gzip layers, %d runs each, cold blob cache%s\n", variant, n, map[bool]string{true: ", caches dropped", false: ""}[root])
 	fmt.Printf("%-48s %8s %8s %14s %8s\n", "pipeline", "median s", "cpu s", "peak RSS MiB", "ratio")
 	labels := map[string]string{
 		"banger":        "banger PullToExt4",

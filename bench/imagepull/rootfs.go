@@ -13,11 +13,25 @@ import (
 // layerNames are the layers the Debian rootfs is split into, bottom first.
 var layerNames = []string{"usr", "var", "rest"}
 
+// variants are the rootfs flavours: minbase, and minbase plus packages
+// that bring setuid binaries, hardlinks and security.capability xattrs.
+var variants = map[string][]string{
+	"min": nil,
+	"big": {"--include=git,curl,python3,iputils-ping,libcap2-bin,ca-certificates"},
+}
+
 // ensureLayers returns the layer tarballs of a debootstrap minbase
-// bookworm rootfs, building and caching them under cacheDir when missing
-// (needs root and the Debian mirror; about 30 s).
-func ensureLayers(ctx context.Context, cacheDir string) ([]string, error) {
+// bookworm rootfs (variant "min" or "big"), building and caching them under
+// cacheDir when missing (needs root and the Debian mirror; 30–60 s).
+func ensureLayers(ctx context.Context, cacheDir, variant string) ([]string, error) {
+	extra, ok := variants[variant]
+	if !ok {
+		return nil, fmt.Errorf("unknown variant %q (min or big)", variant)
+	}
 	dir := filepath.Join(cacheDir, "layers")
+	if variant != "min" {
+		dir = filepath.Join(cacheDir, variant, "layers")
+	}
 	var paths []string
 	missing := false
 	for _, n := range layerNames {
@@ -37,11 +51,16 @@ func ensureLayers(ctx context.Context, cacheDir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	root := filepath.Join(cacheDir, "rootfs.staging")
+	root := dir + ".rootfs.staging"
 	os.RemoveAll(root)
 	defer os.RemoveAll(root)
-	logf("debootstrap --variant=minbase bookworm from %s (about 30 s)…", mirror)
-	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "bookworm", root, mirror)
+	args := append([]string{"--variant=minbase"}, extra...)
+	args = append(args, "bookworm", root, mirror)
+	logf("debootstrap %s from %s (30–60 s)…", strings.Join(args[:len(args)-2], " "), mirror)
+	if err := os.MkdirAll(filepath.Dir(root), 0o755); err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, "debootstrap", args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("debootstrap: %w\n%s", err, tail(out))
 	}
