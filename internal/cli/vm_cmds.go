@@ -48,7 +48,9 @@ func (a *App) vmCreateCommand() *cobra.Command {
 		Short: "Create a VM and start it (waits until its agent answers)",
 		Example: `  banger vm create
   banger vm create --name dev --image debian-bookworm --cpus 2 --memory 2048 --disk 16G
-  banger vm create --name later --no-start`,
+  banger vm create --name later --no-start
+  banger vm create --name web -p 8080:80 --auto-forward
+  banger vm create --name locked --allow-host deb.debian.org --allow-cidr 10.0.0.0/8`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.client(cmd.Context())
@@ -73,6 +75,11 @@ func (a *App) vmCreateCommand() *cobra.Command {
 	f.StringVar(&req.Disk, "disk", "", "work disk size for /root, e.g. 8G (default 8G)")
 	f.StringVar(&req.VMM, "vmm", "", "qemu or firecracker (default from config)")
 	f.BoolVar(&req.NoStart, "no-start", false, "create without starting")
+	f.StringVar(&req.Net, "net", "", "network: nat (outbound NAT), private (host and VMs only) or none (no NIC); default nat when host networking works")
+	f.StringArrayVarP(&req.Publish, "publish", "p", nil, "forward [HOST_ADDR:]HOST_PORT:GUEST_PORT[/udp] from the host (127.0.0.1 by default); repeatable")
+	f.BoolVar(&req.AutoForward, "auto-forward", false, "forward the guest's listening TCP ports to the same localhost ports while it runs")
+	f.StringArrayVar(&req.AllowHosts, "allow-host", nil, "allow outbound traffic only to this host name (and its subdomains) and the --allow-cidr ranges; repeatable")
+	f.StringArrayVar(&req.AllowCIDRs, "allow-cidr", nil, "allow outbound traffic only to this IPv4 range and the --allow-host names; repeatable")
 	return cmd
 }
 
@@ -145,8 +152,14 @@ func (a *App) printVM(vm api.VMInfo) error {
 		{"name", vm.Name}, {"id", vm.ID}, {"state", vm.State}, {"image", vm.ImageName},
 		{"vmm", vm.VMM}, {"accel", accel},
 		{"cpus", fmt.Sprint(vm.CPUs)}, {"memory", fmt.Sprintf("%d MiB", vm.MemoryMiB)},
-		{"disk", bytesize.Format(vm.DiskBytes)}, {"ip", dash(vm.Network.IP)},
+		{"disk", bytesize.Format(vm.DiskBytes)}, {"net", dash(vm.Network.Mode)}, {"ip", dash(vm.Network.IP)},
 		{"console", vm.ConsoleLog}, {"created", vm.CreatedAt.Local().Format("2006-01-02 15:04:05")},
+	}
+	if len(vm.Network.Forwards) > 0 {
+		rows = append(rows, []string{"forwards", forwardList(vm.Network.Forwards)})
+	}
+	if len(vm.Network.AllowHosts)+len(vm.Network.AllowCIDRs) > 0 {
+		rows = append(rows, []string{"egress allowed", strings.Join(append(append([]string(nil), vm.Network.AllowHosts...), vm.Network.AllowCIDRs...), ", ")})
 	}
 	if vm.Workspace.GuestPath != "" {
 		rows = append(rows, []string{"workspace", vm.Workspace.HostPath + " -> " + vm.Workspace.GuestPath})
