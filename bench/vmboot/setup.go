@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bangerdev/banger/internal/kernel/apt"
+)
+
+// kernelPackage is the Debian cloud kernel the e2e tests also use.
+const kernelPackage = "linux-image-cloud-amd64"
+
+// install is a throw-away banger installation: freshly built binaries and
+// a BANGER_HOME of its own.
+type install struct {
+	bin  string // dir with banger, bangerd, banger-agent
+	home string
+}
+
+func (in *install) banger() string { return filepath.Join(in.bin, "banger") }
+
+func (in *install) env() []string {
+	return append(os.Environ(), "BANGER_HOME="+in.home, "BANGER_DAEMON_BIN="+filepath.Join(in.bin, "bangerd"))
+}
+
+// run runs banger and returns its stdout, failing on a non-zero exit.
+func (in *install) run(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, in.banger(), args...)
+	cmd.Env = in.env()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("banger %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+// timed runs banger and returns how long it took.
+func (in *install) timed(ctx context.Context, args ...string) (time.Duration, error) {
+	start := time.Now()
+	_, err := in.run(ctx, args...)
+	return time.Since(start), err
+}
+
+// daemonPID reads the daemon's lock file.
+func (in *install) daemonPID() (int, error) {
+	b, err := os.ReadFile(filepath.Join(in.home, "run", "bangerd.lock"))
+	if err != nil {
+		return 0, fmt.Errorf("reading daemon pid: %w", err)
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+func (in *install) daemonLog() string { return filepath.Join(in.home, "state", "bangerd.log") }
+
+// close stops the daemon and kills any VM left behind.
+func (in *install) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if pid, err := in.daemonPID(); err == nil {
+		_, _ = in.run(ctx, "daemon", "stop")
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for _, pid := range qemuPIDs(in.home) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// moduleRoot is the directory holding go.mod.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("run the benchmark from inside the banger module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// build compiles the three binaries the way `make build` does.
+func build(ctx context.Context, root, dir string) error {
+	for _, b := range []struct{ pkg, out string }{
+		{"./cmd/banger", "banger"}, {"./cmd/bangerd", "bangerd"}, {"./cmd/banger-agent", "banger-agent"},
+	} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-ldflags", "-s -w", "-o", filepath.Join(dir, b.out), b.pkg)
+		cmd.Dir = root
+		cmd.Env = os.Environ()
+		if b.out == "banger-agent" {
+			cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("building %s: %w\n%s", b.pkg, err, out)
+		}
+	}
+	return nil
+}
+
+// kernelDeb finds the cached Debian cloud kernel package (the e2e tests'
+// cache), downloading it with apt-get when missing.
+func kernelDeb(ctx context.Context, cache string) (string, error) {
+	m, _ := filepath.Glob(filepath.Join(cache, "linux-image-[0-9]*-cloud-amd64_*.deb"))
+	if len(m) > 0 {
+		sort.Strings(m)
+		return m[len(m)-1], nil
+	}
+	if !apt.Available() {
+		return "", fmt.Errorf("no kernel package in %s and apt-get is not available", cache)
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", err
+	}
+	logf("downloading %s into %s", kernelPackage, cache)
+	return apt.Download(ctx, cache, kernelPackage)
+}
+
+// busyboxRootfs builds the busybox root filesystem with the repository's
+// script, then grows it to size bytes (0 keeps the script's size).
+func busyboxRootfs(ctx context.Context, root, out string, size int64) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "lib", "busybox-rootfs.sh"), out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("busybox-rootfs.sh: %w\n%s", err, b)
+	}
+	if size == 0 {
+		return nil
+	}
+	if err := os.Truncate(out, size); err != nil {
+		return err
+	}
+	if b, err := exec.CommandContext(ctx, "resize2fs", "-f", out).CombinedOutput(); err != nil {
+		return fmt.Errorf("resize2fs %s: %w\n%s", out, err, b)
+	}
+	return nil
+}
+
+// qemuPIDs lists QEMU processes whose command line mentions substr.
+func qemuPIDs(substr string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		argv := procArgs(pid)
+		if len(argv) > 0 && strings.Contains(filepath.Base(argv[0]), "qemu-system") &&
+			strings.Contains(strings.Join(argv, " "), substr) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// procArgs is a process's argv (nil when it is gone).
+func procArgs(pid int) []string {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+}
+
+// writeBytes reads write_bytes from /proc/PID/io: bytes the process (and
+// the children it reaped) caused to be written to storage.
+func writeBytes(pid int) (int64, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "io"))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "write_bytes: "); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no write_bytes in /proc/%d/io", pid)
+}
+
+// allocated is the space the files under dir occupy on disk.
+func allocated(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		var st syscall.Stat_t
+		if syscall.Lstat(p, &st) == nil {
+			n += st.Blocks * 512
+		}
+		return nil
+	})
+	return n
+}
