@@ -84,6 +84,26 @@ func (c *Cache) Has(h v1.Hash, size int64) bool {
 	return err == nil && st.Mode().IsRegular() && (size < 0 || st.Size() == size)
 }
 
+// verify checks a cached blob's content against its digest.
+func (c *Cache) verify(h v1.Hash) error {
+	if h.Algorithm != "sha256" {
+		return fmt.Errorf("blob %s: unsupported digest algorithm", h)
+	}
+	f, err := os.Open(c.BlobPath(h))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	d := sha256.New()
+	if _, err := io.Copy(d, f); err != nil {
+		return fmt.Errorf("reading cached blob %s: %w", h, err)
+	}
+	if hex.EncodeToString(d.Sum(nil)) != h.Hex {
+		return fmt.Errorf("cached blob %s is corrupt", h)
+	}
+	return nil
+}
+
 // readSmall returns a cached small blob (manifest, config) after checking
 // its digest; a missing or corrupt blob returns fs.ErrNotExist.
 func (c *Cache) readSmall(h v1.Hash) ([]byte, error) {

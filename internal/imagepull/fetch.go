@@ -146,7 +146,10 @@ func (c *Cache) download(ctx context.Context, b *blobFetch, open func(context.Co
 		}
 	}()
 	final := c.BlobPath(b.digest)
-	if c.Has(b.digest, b.size) {
+	// Blobs are renamed into place without an fsync (one per blob would
+	// stall the pull), so a crash can leave a torn one: check the digest of
+	// a cached blob before trusting it (about 70 ms per 100 MB).
+	if c.Has(b.digest, b.size) && c.verify(b.digest) == nil {
 		b.cached(final)
 		return nil
 	}
@@ -156,8 +159,13 @@ func (c *Cache) download(ctx context.Context, b *blobFetch, open func(context.Co
 	}
 	defer unlock()
 	if c.Has(b.digest, b.size) {
-		b.cached(final)
-		return nil
+		if c.verify(b.digest) == nil {
+			b.cached(final)
+			return nil
+		}
+		if err := os.Remove(final); err != nil {
+			return fmt.Errorf("removing corrupt cached blob %s: %w", b.digest, err)
+		}
 	}
 	rc, err := open(ctx)
 	if err != nil {

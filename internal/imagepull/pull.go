@@ -380,10 +380,6 @@ func (s *session) startDownloads(ctx context.Context, img *Image) (wait func() e
 	errs := make([]error, n)
 	for i := n - 1; i >= 0; i-- {
 		b := img.fetches[i]
-		if s.cache.Has(b.digest, b.size) {
-			b.cached(s.cache.BlobPath(b.digest))
-			continue
-		}
 		wg.Add(1)
 		go func(i int, b *blobFetch) {
 			defer wg.Done()

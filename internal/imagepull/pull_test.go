@@ -122,6 +122,21 @@ func TestPullSecondPullDownloadsNothing(t *testing.T) {
 	if _, gets := reg.counts(); len(gets) != 0 {
 		t.Errorf("second pull by tag fetched blobs: %v", gets)
 	}
+	// A torn cached blob (same size, wrong content) is noticed and
+	// downloaded again.
+	top := fixtureLayers(t)[2]
+	th, _ := top.Digest()
+	blob := filepath.Join(opts.CacheDir, "blobs", "sha256", th.Hex)
+	b, _ := os.ReadFile(blob)
+	b[len(b)/2] ^= 0xff
+	os.WriteFile(blob, b, 0o644)
+	reg.reset()
+	if _, err := Pull(bg(), ref, opts); err != nil {
+		t.Fatal(err)
+	}
+	if _, gets := reg.counts(); len(gets) != 1 || gets[th.String()] != 1 {
+		t.Errorf("pull over a corrupt cached blob fetched %v, want just %s", gets, th)
+	}
 	reg.reset()
 	byDigest := reg.host + "/fixture/img@" + imageDigest(t, img)
 	got, err := Pull(bg(), byDigest, opts)
