@@ -55,7 +55,7 @@ func NewNetlink() (*Netlink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening rtnetlink: %w", err)
 	}
-	return &Netlink{h: h, Sysctl: writeSysctl}, nil
+	return &Netlink{h: h, ns: netns.None(), Sysctl: writeSysctl}, nil
 }
 
 // NewNetlinkAt returns Links for another network namespace (tests): h is

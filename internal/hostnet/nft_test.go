@@ -291,3 +291,33 @@ func TestNFTTrafficInNamespaces(t *testing.T) {
 		t.Fatalf("private vm cannot reach the host: %v %s", err, out)
 	}
 }
+
+// TestNetlinkHostNamespace runs the production constructor (taps made
+// from the calling thread's namespace) on a bridge of the test's own.
+func TestNetlinkHostNamespace(t *testing.T) {
+	testenv.RequireRoot(t)
+	l, err := hostnet.NewNetlink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	br := fmt.Sprintf("bgt%d", time.Now().UnixNano()%1000000)
+	t.Cleanup(func() { l.DeleteLink(br + "-0"); l.DeleteLink(br) })
+	if err := l.EnsureBridge(br, netip.MustParsePrefix("198.18.251.1/30")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AddTap(br+"-0", br); err != nil {
+		t.Fatal(err)
+	}
+	links, err := l.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, k := range links {
+		found = found || (k.Name == br+"-0" && k.Master == br && k.Kind == "tuntap")
+	}
+	if !found {
+		t.Fatalf("tap %s-0 not on %s: %+v", br, br, links)
+	}
+}
