@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bangerdev/banger/internal/testenv"
 	"time"
 )
 
@@ -63,10 +65,7 @@ func fixtureTar(t *testing.T) []byte {
 
 func debugfs(t *testing.T, img, req string) string {
 	t.Helper()
-	bin, err := Tool("debugfs")
-	if err != nil {
-		t.Skip("debugfs not installed")
-	}
+	bin := testenv.RequireBinary(t, "debugfs")
 	out, err := exec.Command(bin, "-R", req, img).CombinedOutput()
 	if err != nil {
 		t.Fatalf("debugfs -R %q: %v: %s", req, err, out)
@@ -74,12 +73,11 @@ func debugfs(t *testing.T, img, req string) string {
 	return string(out)
 }
 
+// requireE2fsprogs skips (fails under CI) when e2fsprogs is missing.
 func requireE2fsprogs(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{"e2fsck", "debugfs", "tune2fs", "resize2fs"} {
-		if _, err := Tool(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
+		testenv.RequireBinary(t, tool)
 	}
 }
 

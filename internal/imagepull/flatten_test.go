@@ -255,9 +255,7 @@ func TestFlattenHardlinkEdgeCases(t *testing.T) {
 
 	// The same layers through BuildExt4 (the ext4 writer needs link targets
 	// first, as the stream guarantees).
-	if _, err := ext4.Tool("debugfs"); err != nil {
-		t.Skip("e2fsprogs not installed")
-	}
+	requireE2fsprogs(t)
 	srcs, _ := SourcesFromV1([]v1.Layer{lower, middle, upper})
 	img := filepath.Join(t.TempDir(), "links.ext4")
 	if _, err := BuildExt4(bg(), srcs, img, Ext4Options{Compact: true}); err != nil {

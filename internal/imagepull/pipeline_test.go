@@ -12,16 +12,17 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/bangerdev/banger/internal/testenv"
+
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/ext4"
 )
 
+// requireE2fsprogs skips (fails under CI) when e2fsprogs is missing.
 func requireE2fsprogs(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{"e2fsck", "debugfs", "tune2fs", "resize2fs"} {
-		if _, err := ext4.Tool(tool); err != nil {
-			t.Skipf("%s not installed (e2fsprogs)", tool)
-		}
+		testenv.RequireBinary(t, tool)
 	}
 }
 
