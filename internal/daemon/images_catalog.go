@@ -225,6 +225,7 @@ func (d *Daemon) BundleImage(ctx context.Context, ref string, req imagecat.Bundl
 	emit(api.Event{Stage: "bundling", Message: fmt.Sprintf("%s (%s) into %s", im.Name, bytesize.Format(im.SizeBytes), req.OutDir)})
 	info, err := imagecat.Bundle(ctx, im.RootfsPath, imagecat.Manifest{
 		Name: im.Name, Distro: distro, KernelRef: im.KernelRef, Config: im.Config, SourceRef: im.SourceRef,
+		CreatedAt: im.CreatedAt, // the same image always makes the same bundle
 	}, req.OutDir)
 	if err != nil {
 		return imagecat.BundleInfo{}, fmt.Errorf("bundling image %s: %w", im.Name, err)
