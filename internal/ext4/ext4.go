@@ -34,8 +34,10 @@ import (
 
 const (
 	blockSize = 4096
-	// defaultMaxSize is tar2ext4's default metadata reservation (16 GiB).
-	defaultMaxSize = 16 << 30
+	// defaultMaxSize bounds the content of an image (tar2ext4 reserves
+	// group descriptors for it up front: 16 blocks for 256 GiB, released
+	// when unused; its own default of 16 GiB is too small for big images).
+	defaultMaxSize = 256 << 30
 )
 
 // Options controls the image that FromTar writes.
