@@ -260,7 +260,7 @@ func TestVMBootFailures(t *testing.T) {
 	e.must("image", "register", "--name", "badinitrd", "--rootfs", base, "--kernel", vmlinux, "--initrd", junk)
 
 	e.sub(t, "not a kernel", func(t *testing.T) {
-		r := e.run("vm", "create", "--name", "nk", "--image", "notkernel", "--memory", vmMemory)
+		r := e.run("vm", "create", "--name", "nk", "--image", "notkernel", "--memory", vmMemory, "--net", "none")
 		if r.code == 0 || !strings.Contains(r.stderr, "qemu") {
 			t.Fatalf("create with a junk kernel: %+v", r)
 		}
@@ -278,7 +278,7 @@ func TestVMBootFailures(t *testing.T) {
 
 	e.sub(t, "never answers", func(t *testing.T) {
 		start := time.Now()
-		r := e.run("vm", "create", "--name", "mute", "--image", "badinitrd", "--memory", vmMemory)
+		r := e.run("vm", "create", "--name", "mute", "--image", "badinitrd", "--memory", vmMemory, "--net", "none")
 		took := time.Since(start)
 		vm := e.showVM("mute")
 		if r.code == 0 || !strings.Contains(r.stderr, "did not come up") || !strings.Contains(r.stderr, vm.ConsoleLog) {

@@ -87,6 +87,9 @@ func testVMLifecycle(t *testing.T, ve *vmEnv) {
 	if !strings.HasPrefix(out, "bar /tmp ") || !strings.Contains(out, "/usr/bin") {
 		t.Fatalf("env/cwd: %q", out)
 	}
+	if got := strings.Fields(e.guest("life", "ls", "/sys/class/net")); len(got) != 1 || got[0] != "lo" {
+		t.Fatalf("--net none vm has interfaces %v", got)
+	}
 	if vm.Emulated && !strings.Contains(e.must("vm", "show", "life"), "emulated") {
 		t.Fatal("vm show does not flag the emulated accelerator")
 	}

@@ -35,7 +35,7 @@ func bangerRun(ctx context.Context, in *install, name, image string) (bangerTime
 	var t bangerTimes
 	var err error
 	start := time.Now()
-	out, err := in.run(ctx, "vm", "create", "--name", name, "--image", image, "-o", "json")
+	out, err := in.run(ctx, "vm", "create", "--name", name, "--image", image, "--net", "none", "-o", "json")
 	t.create = time.Since(start)
 	if err != nil {
 		return t, err

@@ -12,7 +12,10 @@
 // moved to a fresh directory holding freshly made overlay and work disks
 // (made before the clock starts). The clock runs from the QEMU exec until
 // QEMU exits: the agent answers, runs `true`, and powers the guest off.
-// Same kernel, initrd, base disk, memory, CPUs and devices.
+// Same kernel, initrd, base disk, memory, CPUs and devices. Both sides run
+// without a NIC (--net none): a tap belongs to the daemon's pool and
+// cannot be replayed by hand, and host networking may be taken by another
+// daemon on a shared host.
 //
 // The runs alternate (banger first on even runs, raw first on odd ones)
 // after one warm-up of each. The daemon's own time comes from its
@@ -101,7 +104,7 @@ func run(ctx context.Context, n int, writes bool, cache string, keep bool) error
 
 	// Warm-up: builds the initrd cache, and gives the raw side its command line.
 	logf("warm-up (builds the initrd; captures the driver's QEMU command line)")
-	if _, err := in.run(ctx, "vm", "create", "--name", "warm", "--image", "busybox"); err != nil {
+	if _, err := in.run(ctx, "vm", "create", "--name", "warm", "--image", "busybox", "--net", "none"); err != nil {
 		return err
 	}
 	vm, err := showVM(ctx, in, "warm")

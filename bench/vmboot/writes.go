@@ -27,7 +27,7 @@ func measureCreate(ctx context.Context, in *install, image, name string, noStart
 	if err != nil {
 		return s, err
 	}
-	args := []string{"vm", "create", "--name", name, "--image", image}
+	args := []string{"vm", "create", "--name", name, "--image", image, "--net", "none"}
 	if noStart {
 		args = append(args, "--no-start")
 	}
