@@ -12,14 +12,14 @@ import (
 )
 
 // withCatalogCommands adds the catalog parts of `banger image`: the
-// --available flag of `image list` and `image bundle`.
+// --available flag of `image list`, `image bundle` and `image build`.
 func (a *App) withCatalogCommands(img *cobra.Command) *cobra.Command {
 	for _, sub := range img.Commands() {
 		if sub.Name() == "list" {
 			a.addAvailableFlag(sub)
 		}
 	}
-	img.AddCommand(a.imageBundleCommand())
+	img.AddCommand(a.imageBundleCommand(), a.imageBuildCommand())
 	return img
 }
 

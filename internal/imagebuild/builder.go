@@ -475,3 +475,23 @@ func copyStep(ctx context.Context, m Machine, s plannedStep, log io.Writer) erro
 	}
 	return nil
 }
+
+// APIRequest is the wire type of POST /v1/images/build.
+type APIRequest struct {
+	// Dockerfile is the Dockerfile's content; DockerfilePath names it in
+	// messages.
+	Dockerfile     string `json:"dockerfile"`
+	DockerfilePath string `json:"dockerfile_path,omitempty"`
+	// Context is the absolute build context directory on the daemon's host.
+	Context   string            `json:"context"`
+	Name      string            `json:"name,omitempty"`
+	BuildArgs map[string]string `json:"build_args,omitempty"`
+	// KernelRef is the kernel of the build VMs and of the new image
+	// (default: the base image's).
+	KernelRef string `json:"kernel_ref,omitempty"`
+	// Network of the build VMs: none (default) or nat.
+	Network string `json:"network,omitempty"`
+	NoCache bool   `json:"no_cache,omitempty"`
+	// Size of the image's filesystem (default max(1.25×content, 1 GiB)).
+	Size string `json:"size,omitempty"`
+}
