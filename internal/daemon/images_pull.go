@@ -1,10 +1,8 @@
 package daemon
 
 import (
-	"archive/tar"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -21,8 +19,6 @@ import (
 // rootfsName is the image's root filesystem inside images/<id>/.
 const rootfsName = "rootfs.ext4"
 
-const minImageSize = 1 << 30
-
 // pulledImage is what pullAndFlatten reports about the image it wrote.
 type pulledImage struct {
 	Ref       string
@@ -36,53 +32,43 @@ type pulledImage struct {
 // registry (as in the seed).
 type pullAndFlattenFunc func(ctx context.Context, ref, rootfs string, emit func(api.Event)) (pulledImage, error)
 
-// realPullAndFlatten streams registry → blob cache → flattener → ext4.
+// realPullAndFlatten streams registry → blob cache → flattener → ext4:
+// layers download in parallel while the flattener already reads them, and
+// the ext4 writer runs concurrently with the flattener.
 func (d *Daemon) realPullAndFlatten(ctx context.Context, ref, rootfs string, emit func(api.Event)) (pulledImage, error) {
-	img, err := imagepull.Pull(ctx, ref, imagepull.Options{
-		CacheDir: d.layout.OCICacheDir(),
-		Insecure: d.cfg.InsecureRegistries,
-		Progress: func(p imagepull.Progress) {
-			e := api.Event{Stage: string(p.Stage)}
-			switch p.Stage {
-			case imagepull.StageDownloading:
-				e.Message = fmt.Sprintf("%d layers", p.Layers)
-				e.Current, e.Total, e.Unit = p.Bytes, p.Total, "bytes"
-			case imagepull.StageFlattening:
-				e.Message = fmt.Sprintf("layer %d/%d", p.Layer, p.Layers)
-			}
-			emit(e)
+	res, err := imagepull.PullToExt4(ctx, ref, rootfs, imagepull.Ext4Options{
+		Options: imagepull.Options{
+			CacheDir: d.layout.OCICacheDir(),
+			Insecure: d.cfg.InsecureRegistries,
+			Progress: func(p imagepull.Progress) { emit(pullEvent(p)) },
 		},
+		Compact: true,
+		Label:   "banger-rootfs",
 	})
 	if err != nil {
 		return pulledImage{}, err
 	}
-	emit(api.Event{Stage: "writing", Message: "flattening layers into ext4"})
-	pr, pw := io.Pipe()
-	flattenErr := make(chan error, 1)
-	go func() {
-		tw := tar.NewWriter(pw)
-		_, err := imagepull.Flatten(ctx, img.Sources(), tw)
-		if err == nil {
-			err = tw.Close()
-		}
-		pw.CloseWithError(err)
-		flattenErr <- err
-	}()
-	info, werr := ext4.FromTar(ctx, pr, rootfs, ext4.Options{Label: "banger-rootfs"})
-	pr.CloseWithError(fmt.Errorf("ext4 writer stopped"))
-	ferr := <-flattenErr
-	if ferr != nil {
-		return pulledImage{}, fmt.Errorf("flattening %s: %w", ref, ferr)
-	}
-	if werr != nil {
-		return pulledImage{}, werr
-	}
-	c := img.Config
+	c := res.Image.Config
 	return pulledImage{
-		Ref: img.Ref, Digest: img.Digest, TreeBytes: info.Bytes,
+		Ref: res.Image.Ref, Digest: res.Image.Digest, TreeBytes: max(res.Stats.EstimatedSize, res.Bytes),
 		Config: model.ImageConfig{Env: c.Env, WorkingDir: c.WorkingDir, User: c.User,
 			Entrypoint: c.Entrypoint, Cmd: c.Cmd, Labels: c.Labels},
 	}, nil
+}
+
+// pullEvent turns pipeline progress into an API event.
+func pullEvent(p imagepull.Progress) api.Event {
+	e := api.Event{Stage: string(p.Stage)}
+	switch p.Stage {
+	case imagepull.StageDownloading:
+		e.Message = fmt.Sprintf("%d layers", p.Layers)
+		e.Current, e.Total, e.Unit = p.Bytes, p.Total, "bytes"
+	case imagepull.StageFlattening:
+		e.Message = fmt.Sprintf("layer %d/%d", p.Layer, p.Layers)
+	case imagepull.StageWriting:
+		e.Message = "writing ext4"
+	}
+	return e
 }
 
 // PullImage downloads an OCI image, flattens it into an ext4 root
@@ -160,7 +146,7 @@ func (d *Daemon) PullImage(ctx context.Context, req api.ImagePullRequest, emit f
 		return nil, fmt.Errorf("pulling %s: %w", req.Ref, err)
 	}
 	if size == 0 {
-		size = max(pulled.TreeBytes*5/4, minImageSize)
+		size = imagepull.DefaultSize(pulled.TreeBytes)
 	}
 	if size < pulled.TreeBytes {
 		return nil, errkind.New(errkind.InvalidArgument, "--size %s is smaller than the image content (%s)",
@@ -196,3 +182,6 @@ func (d *Daemon) PullImage(ctx context.Context, req api.ImagePullRequest, emit f
 	emit(api.Event{Stage: "done", Message: fmt.Sprintf("image %s ready (%s)", name, bytesize.Format(pulled.TreeBytes))})
 	return im, nil
 }
+
+// minImageSize is the floor of the default image size rule.
+const minImageSize = imagepull.MinImageSize
