@@ -146,4 +146,3 @@ func BuildGuest(t testing.TB) GuestArtifacts {
 		ConnectAgent: connectAgentClient,
 	}
 }
-
