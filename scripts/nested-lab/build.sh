@@ -54,6 +54,8 @@ mkdir -p "$R/lab/bin" "$R/lab/src" "$R/var/cache/banger-test/kernels"
 ln -s bin "$R/sbin"
 ln -s ../bin "$R/usr/bin"
 ln -s ../bin "$R/usr/sbin"
+# QEMU finds its firmware relative to its binary (<bindir>/../share/qemu).
+ln -s usr/share "$R/share"
 chmod 1777 "$R/tmp"
 cp /bin/busybox "$R/bin/busybox"
 for app in $(/bin/busybox --list); do
@@ -85,9 +87,10 @@ cp "$fc" "$R/lab/bin/firecracker"
 cp "$work/bin/"* "$R/lab/bin/"
 cp "$here/go-shim.sh" "$R/lab/bin/go"
 cp "$here/l1-run.sh" "$R/lab/l1-run.sh"
-cp "$repo/scripts/lib/busybox-rootfs.sh" "$R/lab/busybox-rootfs.sh"
+# The image the CLI cycle boots (L1 has no bash to run the script).
+"$repo/scripts/lib/busybox-rootfs.sh" "$R/lab/busybox.ext4"
 cp "$repo/go.mod" "$R/lab/src/go.mod"
-chmod 0755 "$R/lab/bin/"* "$R/lab/"*.sh
+chmod 0755 "$R/lab/bin/"* "$R/lab/l1-run.sh"
 cp -a "$kdir" "$R/var/cache/banger-test/kernels/"
 cp "$deb" "$R/var/cache/banger-test/"
 

@@ -6,6 +6,7 @@
 # stdout), the results disk is unpacked to OUT/results. Exits 0 when every
 # step passed.
 #   LAB_TIMEOUT  seconds before the L1 guest is killed (default 5400)
+#   LAB_STEPS    comma-separated subset of: fc-driver,qemu-conformance,cycle
 #   LAB_MEM_MIB  L1 memory (default 4096), LAB_CPUS (default: host CPUs, max 4)
 set -euo pipefail
 out=${1:?usage: run.sh OUT}
@@ -33,6 +34,8 @@ khz=$(cat /sys/devices/system/cpu/cpu0/tsc_freq_khz 2>/dev/null ||
 append="console=ttyS0 quiet panic=-1 cryptomgr.notests 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
 append+=" random.trust_cpu=on mitigations=off audit=0 nowatchdog tsc_early_khz=$khz"
 append+=" banger.root=/dev/vda banger.overlay=/dev/vdb banger.init=systemd banger.hostname=lab-l1"
+
+[ -n "${LAB_STEPS:-}" ] && append+=" lab.steps=$LAB_STEPS"
 
 echo "run.sh: booting L1 (TCG, -cpu max, ${cpus} vCPUs, ${mem} MiB); console in $out/console.log"
 start=$(date +%s)

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/fsatomic"
 	"github.com/bangerdev/banger/internal/vmm"
@@ -68,8 +70,12 @@ func (d *Driver) prepareJail(spec vmm.Spec, bin string) (*jail, guestPaths, erro
 	if err := os.MkdirAll(j.Root, 0o755); err != nil {
 		return nil, guestPaths{}, fmt.Errorf("creating jail: %w", err)
 	}
+	if err := checkDeviceNodes(j.Root); err != nil {
+		j.remove(spec.RunDir)
+		return nil, guestPaths{}, err
+	}
 	if err := j.save(spec.RunDir); err != nil {
-		os.RemoveAll(dir)
+		j.remove(spec.RunDir)
 		return nil, guestPaths{}, err
 	}
 	g, err := j.populate(spec)
@@ -78,6 +84,22 @@ func (d *Driver) prepareJail(spec vmm.Spec, bin string) (*jail, guestPaths, erro
 		return nil, guestPaths{}, err
 	}
 	return j, g, nil
+}
+
+// checkDeviceNodes refuses a chroot on a file system mounted nodev (a
+// tmpfs /tmp often is): the jailer creates /dev/kvm in the jail, and
+// Firecracker then fails with a bare "permission denied" on it.
+func checkDeviceNodes(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("checking the jail's file system: %w", err)
+	}
+	if st.Flags&unix.ST_NODEV != 0 {
+		return errkind.WithHint(
+			errkind.New(errkind.InvalidArgument, "jail %s is on a file system mounted nodev: the jailer's /dev/kvm would not open", dir),
+			"put the chroot base on a file system that allows device nodes")
+	}
+	return nil
 }
 
 func (j *jail) populate(spec vmm.Spec) (guestPaths, error) {

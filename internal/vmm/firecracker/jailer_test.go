@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/errkind"
+	"github.com/bangerdev/banger/internal/vmm"
 	"github.com/bangerdev/banger/internal/vmm/firecracker"
 )
 
@@ -169,4 +170,26 @@ func TestJailerCrashWhileUnwatched(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(spec.RunDir, "jail.json")); !os.IsNotExist(err) {
 		t.Error("jail record left")
 	}
+}
+
+// TestJailerRefusesNodev checks a chroot base on a nodev mount is refused
+// with a clear error before anything starts.
+func TestJailerRefusesNodev(t *testing.T) {
+	bin := fcBinary(t)
+	jailer := jailerBinary(t)
+	dir := t.TempDir()
+	if err := runCmd("mount", "-t", "tmpfs", "-o", "nodev,size=16m", "tmpfs", dir); err != nil {
+		t.Skipf("cannot mount a nodev tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = runCmd("umount", dir) })
+	spec := processSpec(t, filepath.Join(t.TempDir(), "run"))
+	d := firecracker.New(firecracker.Options{Binary: bin, JailerBinary: jailer, SkipHostCheck: true, ChrootBaseDir: filepath.Join(dir, "jails")})
+	_, err := d.Boot(ctxT(t, 20*time.Second), spec)
+	if errkind.Of(err) != errkind.InvalidArgument || !strings.Contains(err.Error(), "nodev") {
+		t.Fatalf("boot with a nodev chroot base: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "jails")); len(ents) != 0 {
+		t.Errorf("jail left: %v", ents)
+	}
+	noLeftovers(t, vmm.Identity{RunDir: spec.RunDir})
 }
