@@ -3,6 +3,12 @@ package imagebuild_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,5 +99,59 @@ RUN cat /opt/hello.txt > copied && id -u > /uid
 	left, _ := os.ReadDir(runner.RunDir)
 	if len(left) != 0 {
 		t.Errorf("build vm run dirs left: %v", left)
+	}
+}
+
+// TestBuildNATInQEMU runs a RUN step that downloads from an HTTP server on
+// the host's loopback through the build VM's NAT (QEMU user-mode network,
+// where 10.0.2.2 is the host).
+func TestBuildNATInQEMU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots real guests; skipped in -short")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 not installed")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "downloaded through NAT\n")
+	}))
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	guest := vmmtest.BuildGuest(t)
+	df, err := dockerfile.Parse(strings.NewReader(fmt.Sprintf("FROM busybox\nRUN wget -q -O /fetched http://10.0.2.2:%d/file\n", port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := df.Plan(dockerfile.Config{Env: []string{"PATH=/usr/bin:/bin"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runner := &imagebuild.VMRunner{Driver: qemu.New(qemu.Options{}), Kernel: guest.Kernel, Initrd: guest.Initrd,
+		CPUs: 1, MemoryMiB: 256, RunDir: t.TempDir()}
+	b := &imagebuild.Builder{CacheDir: t.TempDir(), Runner: runner}
+	out := filepath.Join(t.TempDir(), "rootfs.ext4")
+	var log bytes.Buffer
+	_, err = b.Build(context.Background(), imagebuild.Request{Plan: p, Context: t.TempDir(),
+		Base: imagebuild.Base{Rootfs: guest.BaseDisk, Digest: "vmmtest-busybox"}, Output: out, Log: &log, Network: imagebuild.NetworkNAT})
+	if err != nil {
+		t.Fatalf("build: %v\nlog:\n%s", err, log.String())
+	}
+	got, err := exec.Command("debugfs", "-R", "cat /fetched", out).Output()
+	if err != nil || string(got) != "downloaded through NAT\n" {
+		t.Fatalf("/fetched = %q, %v", got, err)
+	}
+	// Without NAT the same step fails.
+	_, err = b.Build(context.Background(), imagebuild.Request{Plan: p, Context: t.TempDir(), NoCache: true,
+		Base: imagebuild.Base{Rootfs: guest.BaseDisk, Digest: "vmmtest-busybox"}, Output: out, Network: imagebuild.NetworkNone})
+	var se *imagebuild.StepError
+	if !errors.As(err, &se) {
+		t.Fatalf("download without a network: %v", err)
 	}
 }
