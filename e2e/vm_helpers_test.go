@@ -39,13 +39,22 @@ func needQEMU(t *testing.T) {
 }
 
 // newBareVMEnv is an env whose daemon can boot VMs (banger-agent is built
-// next to bangerd), with no kernel or image yet. A cleanup kills any QEMU
+// next to bangerd) without host networking, with no kernel or image yet. A cleanup kills any QEMU
 // the test left behind, so a failing test does not leak VMs.
 func newBareVMEnv(t *testing.T) *env {
 	t.Helper()
 	needQEMU(t)
 	testenv.BuildBinaries(t, testenv.PkgAgent)
 	e := newEnv(t)
+	// VM tests leave the host network alone: no bridge, taps, firewall
+	// rules or DNS listener (one bridge per host, other daemons may use it).
+	cfg := filepath.Join(e.home, "config", "config.toml")
+	if err := os.MkdirAll(filepath.Dir(cfg), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte("[network]\ndisabled = true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		for _, pid := range qemuPIDs(e.home) {
 			t.Errorf("killing QEMU pid %d left running by the test", pid)
@@ -113,9 +122,8 @@ func (e *env) try(extra []string, stdin []byte, args ...string) (result, error) 
 }
 
 // createArgs are the arguments of `vm create` for a small busybox VM.
-// Test VMs have no NIC: whether host networking is available depends on
-// the host and on other daemons (one bridge per host), and the lifecycle
-// does not need it.
+// Test VMs have no NIC (host networking is disabled in their config, and
+// --net none says so explicitly): the lifecycle does not need one.
 func createArgs(name string, extra ...string) []string {
 	return append([]string{"vm", "create", "--name", name, "--image", "busybox", "--memory", vmMemory, "--net", "none", "-o", "json"}, extra...)
 }

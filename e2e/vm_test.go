@@ -220,6 +220,11 @@ func testVMReadopt(t *testing.T, ve *vmEnv) {
 	if pids := qemuPIDs(a.Dir); len(pids) != 1 || pids[0] != pidA {
 		t.Fatalf("adopt-a QEMU pids %v, want [%d]", pids, pidA)
 	}
+	// A clean daemon stop leaves the VM running too.
+	e.must("daemon", "stop")
+	if got := e.bootID("adopt-a"); got != bootA {
+		t.Fatalf("boot id after daemon stop/start %s, want %s", got, bootA)
+	}
 	// adopt-b is reconciled to stopped, its runtime files released.
 	if st := e.showVM("adopt-b"); st.State != "stopped" {
 		t.Fatalf("adopt-b after readopt: %+v", st)

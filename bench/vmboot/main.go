@@ -83,6 +83,13 @@ func run(ctx context.Context, n int, writes bool, cache string, keep bool) error
 	in := &install{bin: filepath.Join(tmp, "bin"), home: filepath.Join(tmp, "home")}
 	defer in.close()
 
+	// Leave the host network alone (the sides run without a NIC anyway).
+	if err := os.MkdirAll(filepath.Join(in.home, "config"), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(in.home, "config", "config.toml"), []byte("[network]\ndisabled = true\n"), 0o644); err != nil {
+		return err
+	}
 	logf("building banger, bangerd and banger-agent")
 	if err := build(ctx, root, in.bin); err != nil {
 		return err
