@@ -13,7 +13,7 @@ export BANGER_TEST_CACHE=/var/cache/banger-test
 res=/results/out
 mount -t ext4 /dev/vdc /results && mkdir -p $res || res=/tmp/out
 mkdir -p $res
-mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+grep -q " /sys/fs/cgroup " /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 
 up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "LAB $*"; echo "$*" >>$res/summary.txt; }
