@@ -194,6 +194,11 @@ func (b *Builder) Build(ctx context.Context, req Request) (res *Result, err erro
 	if err != nil {
 		return nil, err
 	}
+	unlock, err := lockCache(ctx, b.CacheDir, func() { progress(Event{Message: "waiting for another build to finish"}) })
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	c := cache{dir: b.CacheDir}
 	final := BaseKey(req.Base.Digest)
 	if len(steps) > 0 {

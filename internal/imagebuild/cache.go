@@ -1,6 +1,7 @@
 package imagebuild
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -123,6 +124,40 @@ func (c cache) putFinal(key, rootfs string) error {
 		return fmt.Errorf("caching the result: %w", err)
 	}
 	return nil
+}
+
+// lockCache takes the cache's exclusive lock (one build at a time per
+// cache dir, across processes), calling waiting once if another build
+// holds it. The wait ends with ctx.
+func lockCache(ctx context.Context, dir string, waiting func()) (func(), error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating build cache: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("locking build cache: %w", err)
+	}
+	told := false
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("locking build cache: %w", err)
+		}
+		if !told {
+			waiting()
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // Prune removes the whole step cache and reports the bytes freed.

@@ -1,6 +1,8 @@
 package imagebuild
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,4 +123,27 @@ func TestCopySparse(t *testing.T) {
 	if st.Blocks*512 > 1<<20 {
 		t.Errorf("copy allocates %d bytes: holes filled", st.Blocks*512)
 	}
+}
+
+func TestLockCacheSerialises(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lockCache(context.Background(), dir, func() { t.Error("first lock waited") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan struct{}, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if _, err := lockCache(ctx, dir, func() { waited <- struct{}{} }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second lock while held: %v", err)
+	}
+	if len(waited) != 1 {
+		t.Fatal("waiting not reported")
+	}
+	unlock()
+	unlock2, err := lockCache(context.Background(), dir, func() { t.Error("waited after unlock") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock2()
 }
