@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bangerdev/banger/internal/api"
 )
 
 // TestVM boots real microVMs through the CLI and daemon. The subtests share
@@ -243,7 +245,29 @@ func testVMReadopt(t *testing.T, ve *vmEnv) {
 	if got := strings.TrimSpace(e.guest("adopt-b", "hostname")); got != "adopt-b" {
 		t.Fatalf("adopt-b hostname %q", got)
 	}
-	_, filesB = e.vmQEMU(e.showVM("adopt-b"))
+	// A VMM that dies under the running daemon is noticed: the VM goes to
+	// error with the console log named, and its runtime files are released.
+	pidB, filesB = e.vmQEMU(e.showVM("adopt-b"))
+	if err := syscall.Kill(pidB, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var st api.VMInfo
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if st = e.showVM("adopt-b"); st.State != "running" {
+			break
+		}
+	}
+	if st.State != "error" || !strings.Contains(st.LastError, st.ConsoleLog) {
+		t.Fatalf("adopt-b after its QEMU was killed: %+v", st)
+	}
+	for _, f := range filesB {
+		if _, err := os.Lstat(f); !os.IsNotExist(err) {
+			t.Errorf("runtime file %s of the crashed vm left", f)
+		}
+	}
+	if r := e.run("vm", "exec", "adopt-b", "--", "true"); r.code == 0 || !strings.Contains(r.stderr, "not running") {
+		t.Fatalf("exec in a crashed vm: %+v", r)
+	}
 	out := e.must("vm", "delete", "-f", "adopt-b", "adopt-a")
 	if out != "adopt-b deleted\nadopt-a deleted\n" {
 		t.Fatalf("delete output (given order): %q", out)
