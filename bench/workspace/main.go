@@ -8,11 +8,12 @@
 //     (~200 MB by default: many small files in nested directories plus a
 //     few large ones, all committed) is generated once and cached. Both
 //     sides carry the same bytes (work tree and .git).
+//
 //   - run: `banger vm run --rm -- true` on the busybox image versus a raw
 //     QEMU started by hand with the kernel, initrd and command line banger
 //     used, booted to an agent health answer and powered off.
 //
-//	go run ./bench/workspace [-n 3] [-mb 200] [-cache DIR] [-only copy|run]
+//     go run ./bench/workspace [-n 3] [-mb 200] [-cache DIR] [-only copy|run]
 //
 // It builds the binaries, imports the cached Debian cloud kernel and
 // builds the busybox image (scripts/lib/busybox-rootfs.sh) in a private
