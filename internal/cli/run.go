@@ -184,7 +184,11 @@ func (a *App) runVM(ctx context.Context, o runOpts, path string, argv []string) 
 	p.done()
 	if err != nil {
 		if errors.Is(err, errkind.NotFound) && strings.Contains(err.Error(), "image") {
-			err = errkind.WithHint(err, "the default image comes from scripts/setup.sh; pass --image NAME (see `banger image list`) or pull one with `banger image pull`")
+			hint := "see `banger image list`, or pull one with `banger image pull`"
+			if o.create.Image == "" {
+				hint = "the default image is set up by scripts/setup.sh; pass --image NAME (see `banger image list`) or pull one with `banger image pull`"
+			}
+			err = errkind.WithHint(err, hint)
 		}
 		return runErr(ctx, err)
 	}
