@@ -393,14 +393,23 @@ func TestNetworking(t *testing.T) {
 	})
 
 	e.sub(t, "none-udp-forward", func(t *testing.T) {
-		port := freeUDPPort(t)
-		vm := ne.create("isolated", "--net", "none", "--publish", fmt.Sprintf("%d:7/udp", port))
+		port, tport := freeUDPPort(t), freeTCPPort(t)
+		vm := ne.create("isolated", "--net", "none", "--publish", fmt.Sprintf("%d:7/udp", port), "-p", fmt.Sprintf("%d:80", tport))
 		if vm.Network.Mode != "none" || vm.Network.IP != "" || vm.Network.Tap != "" {
 			t.Fatalf("--net none vm: %+v", vm.Network)
 		}
 		if ifs := strings.Fields(e.guest("isolated", "ls", "/sys/class/net")); len(ifs) != 1 || ifs[0] != "lo" {
 			t.Fatalf("--net none guest has interfaces %v", ifs)
 		}
+		// TCP over the agent channel (no NIC to take a shortcut through).
+		ne.serve("isolated", 80, "hello-isolated")
+		eventually(t, "tcp forward to a --net none vm", func() error {
+			body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", tport))
+			if err == nil && strings.TrimSpace(body) != "hello-isolated" {
+				err = fmt.Errorf("answer %q", body)
+			}
+			return err
+		})
 		e.guest("isolated", "sh", "-c", "setsid udpecho 7 </dev/null >/dev/null 2>&1 &")
 		c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {

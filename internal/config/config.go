@@ -74,6 +74,10 @@ type Network struct {
 	UpstreamDNS []string `toml:"upstream_dns"`
 	// TapPool is how many idle taps are kept ready.
 	TapPool int `toml:"tap_pool"`
+	// ForwardDirect lets TCP forwards of a VM with an address connect to
+	// the guest over the bridge when the guest port answers there (faster
+	// than the agent channel, which stays the path for everything else).
+	ForwardDirect bool `toml:"forward_direct"`
 }
 
 // Default returns the built-in configuration.
@@ -84,7 +88,7 @@ func Default() Config {
 		DefaultImage:  "busybox",
 		DefaultKernel: "debian-cloud",
 		Network: Network{Bridge: "banger0", CIDR: "172.30.0.0/24", DefaultMode: "nat",
-			DNSListen: "127.0.0.1:42069", TapPool: 2},
+			DNSListen: "127.0.0.1:42069", TapPool: 2, ForwardDirect: true},
 	}
 }
 

@@ -45,13 +45,13 @@ func TestParse(t *testing.T) {
 		{name: "wrong type", in: "[vm_defaults]\ncpus = \"two\"\n", wantErr: "line 2"},
 		{name: "network defaults", in: "", check: func(t *testing.T, c Config) {
 			n := c.Network
-			if n.CIDR != "172.30.0.0/24" || n.DefaultMode != "nat" || n.DNSListen != "127.0.0.1:42069" || n.TapPool != 2 || n.Disabled {
+			if n.CIDR != "172.30.0.0/24" || n.DefaultMode != "nat" || n.DNSListen != "127.0.0.1:42069" || n.TapPool != 2 || n.Disabled || !n.ForwardDirect {
 				t.Errorf("network defaults: %+v", n)
 			}
 		}},
-		{name: "network values", in: "[network]\nbridge = \"bgx\"\ncidr = \"10.44.0.0/24\"\ndefault_mode = \"private\"\ndns_listen = \"\"\nupstream_dns = [\"127.0.0.1:5300\", \"9.9.9.9\"]\ntap_pool = 0\ndisabled = true\n", check: func(t *testing.T, c Config) {
+		{name: "network values", in: "[network]\nbridge = \"bgx\"\ncidr = \"10.44.0.0/24\"\ndefault_mode = \"private\"\ndns_listen = \"\"\nupstream_dns = [\"127.0.0.1:5300\", \"9.9.9.9\"]\ntap_pool = 0\ndisabled = true\nforward_direct = false\n", check: func(t *testing.T, c Config) {
 			n := c.Network
-			if n.Bridge != "bgx" || n.CIDR != "10.44.0.0/24" || n.DefaultMode != "private" || n.DNSListen != "" || len(n.UpstreamDNS) != 2 || n.TapPool != 0 || !n.Disabled {
+			if n.Bridge != "bgx" || n.CIDR != "10.44.0.0/24" || n.DefaultMode != "private" || n.DNSListen != "" || len(n.UpstreamDNS) != 2 || n.TapPool != 0 || !n.Disabled || n.ForwardDirect {
 				t.Errorf("network: %+v", n)
 			}
 		}},

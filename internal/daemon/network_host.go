@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -38,6 +39,8 @@ type hostNetwork struct {
 	// reason says why host is nil.
 	reason string
 	fwd    *portfwd.Manager
+	// forwardDirect is cfg.ForwardDirect (atomic: forwards read it).
+	forwardDirect atomic.Bool
 
 	mu     sync.Mutex
 	active map[string]*attachedVM // by VM id, while attached
@@ -65,7 +68,9 @@ type attachedVM struct {
 	nic        bool
 	rules      hostnet.VMRules
 	allowHosts []string
-	learnt     map[netip.Addr]time.Time // allowed by DNS answers, until
+	learnt     map[netip.Addr]time.Time   // allowed by DNS answers, until
+	direct     atomic.Pointer[netip.Addr] // bridge address forwards may dial
+	noDirect   sync.Map                   // guest port → time.Time until which it goes over the agent
 	cancelAuto context.CancelFunc
 	autoDone   chan struct{}
 }
@@ -114,7 +119,9 @@ func (d *Daemon) setupNetwork(ctx context.Context) vmNetwork {
 }
 
 func newHostNetwork(d *Daemon, cfg config.Network) *hostNetwork {
-	return &hostNetwork{d: d, log: d.log, cfg: cfg, fwd: portfwd.NewManager(d.log), active: map[string]*attachedVM{}}
+	h := &hostNetwork{d: d, log: d.log, cfg: cfg, fwd: portfwd.NewManager(d.log), active: map[string]*attachedVM{}}
+	h.forwardDirect.Store(cfg.ForwardDirect)
+	return h
 }
 
 // newHostSide takes the bridge's host-wide lock, checks the subnet against
@@ -401,16 +408,49 @@ func specOf(f model.Forward) (portfwd.Spec, bool) {
 	return portfwd.Spec{Proto: f.Proto, HostAddr: a, HostPort: f.HostPort, GuestPort: f.GuestPort}, true
 }
 
-// guestDialer dials guest ports through the VM's agent session.
-func (h *hostNetwork) guestDialer(vm *model.VM) portfwd.DialFunc {
+// directDialTimeout bounds a forward's attempt to reach the guest over
+// the bridge before it falls back to the agent channel.
+const directDialTimeout = time.Second
+
+// noDirectFor is how long a guest port that did not answer on the bridge
+// goes straight to the agent channel.
+const noDirectFor = 30 * time.Second
+
+// guestDialer dials guest ports for forwards: TCP straight to the guest's
+// bridge address when it has one and the port answers there (and
+// forward_direct is on), otherwise through the VM's agent session, which
+// reaches the guest's loopback and works without a NIC.
+func (h *hostNetwork) guestDialer(vm *model.VM, a *attachedVM) portfwd.DialFunc {
 	ref := &model.VM{ID: vm.ID, Name: vm.Name, State: model.StateRunning}
 	return func(ctx context.Context, network string, port int) (net.Conn, error) {
+		if network == "tcp" && h.forwardDirect.Load() && a != nil {
+			if c := a.dialDirect(ctx, port); c != nil {
+				return c, nil
+			}
+		}
 		c, err := h.d.agentFor(ctx, ref)
 		if err != nil {
 			return nil, err
 		}
 		return c.Dial(ctx, network, port)
 	}
+}
+
+func (a *attachedVM) dialDirect(ctx context.Context, port int) net.Conn {
+	ip := a.direct.Load()
+	if ip == nil {
+		return nil
+	}
+	if until, ok := a.noDirect.Load(port); ok && time.Now().Before(until.(time.Time)) {
+		return nil
+	}
+	d := net.Dialer{Timeout: directDialTimeout}
+	c, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(*ip, uint16(port)).String())
+	if err != nil {
+		a.noDirect.Store(port, time.Now().Add(noDirectFor))
+		return nil
+	}
+	return c
 }
 
 // attach implements vmNetwork.
@@ -428,7 +468,7 @@ func (h *hostNetwork) attach(ctx context.Context, vm *model.VM) (_ *vmm.Net, _ [
 		}
 	}()
 	vm.Network.Forwards = manualForwards(vm.Network.Forwards)
-	dial := h.guestDialer(vm)
+	dial := h.guestDialer(vm, a)
 	for _, f := range vm.Network.Forwards {
 		s, ok := specOf(f)
 		if !ok {
@@ -479,6 +519,7 @@ func (h *hostNetwork) attach(ctx context.Context, vm *model.VM) (_ *vmm.Net, _ [
 		return nil, nil, err
 	}
 	a.nic = true
+	a.direct.Store(&ip)
 	a.rules = hostnet.VMRules{ID: vm.ID, Addr: ip, Tap: tap, Mode: mode}
 	if err := a.applyAllowList(vm.Network); err != nil {
 		return nil, nil, err

@@ -499,3 +499,52 @@ func TestDisabledNetworkStillForwards(t *testing.T) {
 		t.Fatalf("--net nat: %v", err)
 	}
 }
+
+func TestForwardPrefersTheBridge(t *testing.T) {
+	f := newNetFixture(t, "10.40.0.0/24")
+	ctx := context.Background()
+	// The "guest" server: loopback stands in for the VM's bridge address.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "via the bridge\n")
+			c.Close()
+		}
+	}()
+	guestPort := ln.Addr().(*net.TCPAddr).Port
+	vm := f.vm(t, "fast", api.VMCreateRequest{Publish: []string{fmt.Sprintf("18099:%d", guestPort)}})
+	if _, _, err := f.h.attach(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	defer f.h.detach(ctx, vm)
+	lo := netip.MustParseAddr("127.0.0.1")
+	f.h.mu.Lock()
+	f.h.active[vm.ID].direct.Store(&lo)
+	f.h.mu.Unlock()
+	read := func() string {
+		c, err := net.Dial("tcp", "127.0.0.1:18099")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+	if got := read(); got != "via the bridge\n" {
+		t.Fatalf("direct forward answered %q", got)
+	}
+	// forward_direct off: only the agent channel (unreachable here).
+	f.h.forwardDirect.Store(false)
+	if got := read(); got != "" {
+		t.Fatalf("forward bypassed the agent with forward_direct off: %q", got)
+	}
+}

@@ -59,7 +59,10 @@ func (h *hostNetwork) reconcile(ctx context.Context, vms []*model.VM) error {
 		}
 		a := &attachedVM{id: vm.ID, name: vm.Name, allowHosts: vm.Network.AllowHosts}
 		h.active[vm.ID] = a
-		dial := h.guestDialer(vm)
+		if ip, err := netip.ParseAddr(vm.Network.IP); err == nil && h.host != nil && vm.Network.Tap != "" {
+			a.direct.Store(&ip)
+		}
+		dial := h.guestDialer(vm, a)
 		for _, f := range vm.Network.Forwards {
 			if s, ok := specOf(f); ok {
 				if err := h.fwd.Add(vm.ID, s, dial); err != nil {
@@ -205,7 +208,7 @@ func (h *hostNetwork) startAuto(a *attachedVM, vm *model.VM) {
 		}
 		return guestPorts(ps), nil
 	}
-	dial := h.guestDialer(vm)
+	dial := h.guestDialer(vm, a)
 	go func() {
 		defer close(a.autoDone)
 		h.fwd.AutoForward(ctx, vm.ID, ports, dial, autoForwardInterval, func(specs []portfwd.Spec) {

@@ -87,7 +87,10 @@ func (d *Daemon) AddForward(ctx context.Context, ref, spec string) (model.Forwar
 					_ = h.fwd.Remove(vm.ID, a.Spec)
 				}
 			}
-			if err := h.fwd.Add(vm.ID, s, h.guestDialer(vm)); err != nil {
+			h.mu.Lock()
+			a := h.active[vm.ID]
+			h.mu.Unlock()
+			if err := h.fwd.Add(vm.ID, s, h.guestDialer(vm, a)); err != nil {
 				return err
 			}
 		} else if err := h.checkHostPort(ctx, vm.ID, s); err != nil {
