@@ -85,6 +85,7 @@ func run(n, mib, cpus int, deb string, keep bool) error {
 	}
 	b := &bench{home: filepath.Join(tmp, "home"), bin: filepath.Join(tmp, "bin")}
 	b.env = append(os.Environ(), "BANGER_HOME="+b.home, "BANGER_DAEMON_BIN="+filepath.Join(b.bin, "bangerd"))
+	var bridge string
 	defer func() {
 		if keep {
 			logf("kept %s (BANGER_HOME=%s)", tmp, b.home)
@@ -92,6 +93,10 @@ func run(n, mib, cpus int, deb string, keep bool) error {
 		}
 		b.banger("vm", "delete", "-f", "fwbench")
 		b.banger("daemon", "stop")
+		if bridge != "" {
+			exec.Command("ip", "link", "del", bridge).Run()
+			exec.Command("nft", "delete", "table", "ip", "banger_"+bridge).Run()
+		}
 		os.RemoveAll(tmp)
 	}()
 	logf("building binaries")
@@ -110,7 +115,7 @@ func run(n, mib, cpus int, deb string, keep bool) error {
 	}
 	id := make([]byte, 2)
 	rand.Read(id)
-	bridge := "bgfw" + hex.EncodeToString(id)
+	bridge = "bgfw" + hex.EncodeToString(id)
 	cfg := fmt.Sprintf("[network]\nbridge = %q\ncidr = %q\ndns_listen = \"\"\n", bridge, subnet)
 	if err := os.MkdirAll(filepath.Join(b.home, "config"), 0o755); err != nil {
 		return err
@@ -118,12 +123,6 @@ func run(n, mib, cpus int, deb string, keep bool) error {
 	if err := os.WriteFile(filepath.Join(b.home, "config", "config.toml"), []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	defer func() {
-		if !keep {
-			exec.Command("ip", "link", "del", bridge).Run()
-			exec.Command("nft", "delete", "table", "ip", "banger_"+bridge).Run()
-		}
-	}()
 	logf("importing kernel %s and the busybox image", filepath.Base(deb))
 	if _, err := b.banger("kernel", "import", "cloud", "--from-deb", deb); err != nil {
 		return err
