@@ -83,6 +83,8 @@ type hostSideOptions struct {
 	// guestDNSListen overrides gateway:53 (tests, where the bridge is fake).
 	guestDNSListen string
 	resolvConf     string
+	// owner marks the taps (the daemon's state directory).
+	owner string
 }
 
 // setupNetwork picks the daemon's network: hostNetwork, with its host side
@@ -99,7 +101,7 @@ func (d *Daemon) setupNetwork(ctx context.Context) vmNetwork {
 			h.reason = err.Error()
 		} else {
 			hs, err := newHostSide(d.cfg.Network, h.onDNSAnswer, d.log, hostSideOptions{
-				links: links, fw: &hostnet.NFT{}, lockDir: "/run/lock", resolvConf: "/etc/resolv.conf",
+				links: links, fw: &hostnet.NFT{}, lockDir: "/run/lock", resolvConf: "/etc/resolv.conf", owner: d.layout.StateDir,
 			})
 			if err != nil {
 				links.Close()
@@ -161,7 +163,7 @@ func newHostSide(cfg config.Network, onAnswer vmdns.AnswerFunc, log *slog.Logger
 	if err := o.fw.Delete(probe); err != nil {
 		return nil, err
 	}
-	hs.taps = hostnet.NewTapPool(o.links, cfg.Bridge, tapPrefix, cfg.TapPool)
+	hs.taps = hostnet.NewTapPool(o.links, cfg.Bridge, tapPrefix, "banger "+o.owner, cfg.TapPool)
 
 	guestListen := o.guestDNSListen
 	if guestListen == "" {

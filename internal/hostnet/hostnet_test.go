@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -153,9 +154,10 @@ func TestTapPool(t *testing.T) {
 	links.AddLink(hostnet.Link{Name: "br0-3", Kind: "tuntap", Master: "br0"})
 	links.AddLink(hostnet.Link{Name: "br0-7", Kind: "tuntap", Master: "br0"})
 	links.AddLink(hostnet.Link{Name: "br0-x", Kind: "veth"})
+	links.AddLink(hostnet.Link{Name: "br0-20", Kind: "tuntap", Master: "br0", Alias: "banger /other/home"})
 	links.Log()
 
-	p := hostnet.NewTapPool(links, "br0", "br0-", 2)
+	p := hostnet.NewTapPool(links, "br0", "br0-", "banger /my/home", 2)
 	deleted, err := p.Reconcile(map[string]bool{"br0-3": true})
 	if err != nil {
 		t.Fatal(err)
@@ -163,11 +165,11 @@ func TestTapPool(t *testing.T) {
 	if strings.Join(deleted, ",") != "br0-7" {
 		t.Fatalf("deleted %v", deleted)
 	}
-	if got := strings.Join(links.Log(), "; "); got != "del br0-7; add tap br0-8 master br0; add tap br0-9 master br0" {
+	if got := strings.Join(links.Log(), "; "); got != "del br0-7; add tap br0-21 master br0; add tap br0-22 master br0" {
 		t.Fatalf("log: %s", got)
 	}
 	tap, err := p.Take()
-	if err != nil || tap != "br0-8" {
+	if err != nil || tap != "br0-21" {
 		t.Fatalf("Take = %s, %v", tap, err)
 	}
 	if _, err := p.Take(); err != nil {
@@ -175,7 +177,7 @@ func TestTapPool(t *testing.T) {
 	}
 	// Pool empty: Take creates one on demand.
 	tap, err = p.Take()
-	if err != nil || tap != "br0-10" {
+	if err != nil || tap != "br0-23" {
 		t.Fatalf("Take on empty pool = %s, %v", tap, err)
 	}
 	p.Fill()
@@ -183,10 +185,10 @@ func TestTapPool(t *testing.T) {
 		t.Fatalf("idle after fill: %v", p.Idle())
 	}
 	links.Log()
-	if err := p.Release("br0-8"); err != nil {
+	if err := p.Release("br0-21"); err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(links.Log(), "; "); got != "del br0-8" {
+	if got := strings.Join(links.Log(), "; "); got != "del br0-21" {
 		t.Fatalf("release log: %s", got)
 	}
 	links.FailAddTap = errors.New("no tun device")
@@ -199,10 +201,15 @@ func TestTapPool(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range links.Names() {
-		if n == "br0-x" || n == "br0" || n == "lo" || n == "br0-3" || n == "br0-9" || n == "br0-10" || n == "br0-11" || n == "br0-12" {
-			continue
+	names := links.Names()
+	if !slices.Contains(names, "br0-20") {
+		t.Fatal("another home's tap was deleted")
+	}
+	for _, n := range names {
+		switch n {
+		case "lo", "br0", "br0-x", "br0-3", "br0-20", "br0-22", "br0-23", "br0-24", "br0-25":
+		default:
+			t.Errorf("unexpected link left: %s", n)
 		}
-		t.Errorf("unexpected link left: %s", n)
 	}
 }

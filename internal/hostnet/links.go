@@ -22,6 +22,7 @@ type Link struct {
 	Master string // bridge the link is enslaved to
 	Up     bool
 	Addrs  []netip.Prefix
+	Alias  string // ifalias: banger marks its taps with their owner
 }
 
 // Links changes the host's interfaces and reads its routes.
@@ -29,8 +30,9 @@ type Links interface {
 	// EnsureBridge creates the bridge if needed, gives it addr (and no other
 	// IPv4 address) and brings it up. It is idempotent.
 	EnsureBridge(name string, addr netip.Prefix) error
-	// AddTap creates a persistent tap enslaved to bridge and brings it up.
-	AddTap(name, bridge string) error
+	// AddTap creates a persistent tap enslaved to bridge, marked with
+	// owner (its ifalias), and brings it up.
+	AddTap(name, bridge, owner string) error
 	// DeleteLink removes a link; a missing link is not an error.
 	DeleteLink(name string) error
 	// List returns every link.
@@ -156,7 +158,7 @@ func (n *Netlink) EnsureBridge(name string, addr netip.Prefix) error {
 }
 
 // AddTap implements Links.
-func (n *Netlink) AddTap(name, bridge string) error {
+func (n *Netlink) AddTap(name, bridge, owner string) error {
 	br, err := n.h.LinkByName(bridge)
 	if err != nil {
 		return fmt.Errorf("finding bridge %s: %w", bridge, err)
@@ -172,6 +174,12 @@ func (n *Netlink) AddTap(name, bridge string) error {
 	if err := n.disableIPv6(name); err != nil {
 		_ = n.DeleteLink(name)
 		return err
+	}
+	if owner != "" {
+		if err := n.h.LinkSetAlias(tap, owner); err != nil {
+			_ = n.DeleteLink(name)
+			return fmt.Errorf("marking %s: %w", name, err)
+		}
 	}
 	if err := n.h.LinkSetUp(tap); err != nil {
 		_ = n.DeleteLink(name)
@@ -209,7 +217,7 @@ func (n *Netlink) List() ([]Link, error) {
 	out := make([]Link, 0, len(ls))
 	for _, l := range ls {
 		a := l.Attrs()
-		link := Link{Name: a.Name, Kind: l.Type(), Up: a.Flags&unix.IFF_UP != 0}
+		link := Link{Name: a.Name, Kind: l.Type(), Up: a.Flags&unix.IFF_UP != 0, Alias: a.Alias}
 		if a.MasterIndex != 0 {
 			link.Master = byIndex[a.MasterIndex]
 		}

@@ -22,10 +22,10 @@ func TestNetlinkInNamespace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := l.AddTap("bgbr-0", "bgbr"); err != nil {
+	if err := l.AddTap("bgbr-0", "bgbr", "banger /tmp/x"); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.AddTap("bgbr-0", "bgbr"); err == nil {
+	if err := l.AddTap("bgbr-0", "bgbr", ""); err == nil {
 		t.Fatal("second AddTap with the same name succeeded")
 	}
 	links, err := l.List()
@@ -39,7 +39,7 @@ func TestNetlinkInNamespace(t *testing.T) {
 	if br := got["bgbr"]; br.Kind != "bridge" || !br.Up || len(br.Addrs) != 1 || br.Addrs[0] != addr {
 		t.Fatalf("bridge: %+v", br)
 	}
-	if tap := got["bgbr-0"]; tap.Kind != "tuntap" || tap.Master != "bgbr" || !tap.Up {
+	if tap := got["bgbr-0"]; tap.Kind != "tuntap" || tap.Master != "bgbr" || !tap.Up || tap.Alias != "banger /tmp/x" {
 		t.Fatalf("tap: %+v", tap)
 	}
 	if v := strings.TrimSpace(ns.Must("cat", "/proc/sys/net/ipv6/conf/bgbr-0/disable_ipv6")); v != "1" {
@@ -306,7 +306,7 @@ func TestNetlinkHostNamespace(t *testing.T) {
 	if err := l.EnsureBridge(br, netip.MustParsePrefix("198.18.251.1/30")); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.AddTap(br+"-0", br); err != nil {
+	if err := l.AddTap(br+"-0", br, ""); err != nil {
 		t.Fatal(err)
 	}
 	links, err := l.List()

@@ -9,13 +9,15 @@ import (
 )
 
 // TapPool keeps a few idle taps enslaved to the bridge so a VM start does
-// not wait for one. Taps are named Prefix+N; a tap given to a VM is
-// deleted when the VM lets it go (never reused, so nothing of one VM is
-// left on the next), and the pool is refilled in the background.
+// not wait for one. Taps are named Prefix+N and marked with the owner (a
+// banger state directory); a tap given to a VM is deleted when the VM lets
+// it go (never reused, so nothing of one VM is left on the next), and the
+// pool is refilled in the background.
 type TapPool struct {
 	links  Links
 	bridge string
 	prefix string
+	owner  string
 	size   int
 
 	mu   sync.Mutex
@@ -25,8 +27,8 @@ type TapPool struct {
 }
 
 // NewTapPool returns an empty pool; call Reconcile before use.
-func NewTapPool(links Links, bridge, prefix string, size int) *TapPool {
-	return &TapPool{links: links, bridge: bridge, prefix: prefix, size: size, used: map[string]bool{}}
+func NewTapPool(links Links, bridge, prefix, owner string, size int) *TapPool {
+	return &TapPool{links: links, bridge: bridge, prefix: prefix, owner: owner, size: size, used: map[string]bool{}}
 }
 
 // Owns reports whether name is one of the pool's taps.
@@ -39,9 +41,10 @@ func (p *TapPool) Owns(name string) bool {
 	return err == nil
 }
 
-// Reconcile deletes every tap of the pool's prefix that is not in keep
-// (taps of running VMs), then refills the idle pool. It returns the names
-// it deleted.
+// Reconcile deletes every tap of the pool's prefix and owner (or with no
+// owner mark) that is not in keep (taps of running VMs), then refills the
+// idle pool. Taps another owner marked are left alone. It returns the
+// names it deleted.
 func (p *TapPool) Reconcile(keep map[string]bool) ([]string, error) {
 	links, err := p.links.List()
 	if err != nil {
@@ -59,6 +62,10 @@ func (p *TapPool) Reconcile(keep map[string]bool) ([]string, error) {
 		}
 		n, _ := strconv.Atoi(strings.TrimPrefix(l.Name, p.prefix))
 		p.next = max(p.next, n+1)
+		if l.Alias != "" && l.Alias != p.owner {
+			p.used[l.Name] = true // another home's: never reuse the name
+			continue
+		}
 		if keep[l.Name] {
 			p.used[l.Name] = true
 			continue
@@ -107,7 +114,7 @@ func (p *TapPool) fillLocked() {
 		if err != nil {
 			return
 		}
-		if err := p.links.AddTap(name, p.bridge); err != nil {
+		if err := p.links.AddTap(name, p.bridge, p.owner); err != nil {
 			return // the pool is an optimisation; Take creates on demand
 		}
 		p.idle = append(p.idle, name)
@@ -135,7 +142,7 @@ func (p *TapPool) Take() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := p.links.AddTap(name, p.bridge); err != nil {
+	if err := p.links.AddTap(name, p.bridge, p.owner); err != nil {
 		return "", err
 	}
 	p.used[name] = true

@@ -49,7 +49,7 @@ func (l *Links) EnsureBridge(name string, addr netip.Prefix) error {
 }
 
 // AddTap implements hostnet.Links.
-func (l *Links) AddTap(name, bridge string) error {
+func (l *Links) AddTap(name, bridge, owner string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.FailAddTap != nil {
@@ -61,7 +61,7 @@ func (l *Links) AddTap(name, bridge string) error {
 	if _, ok := l.links[bridge]; !ok {
 		return fmt.Errorf("finding bridge %s: link not found", bridge)
 	}
-	l.links[name] = hostnet.Link{Name: name, Kind: "tuntap", Master: bridge, Up: true}
+	l.links[name] = hostnet.Link{Name: name, Kind: "tuntap", Master: bridge, Up: true, Alias: owner}
 	l.record("add tap %s master %s", name, bridge)
 	return nil
 }
