@@ -368,7 +368,7 @@ func Bundle(ctx context.Context, rootfs string, m Manifest, outDir string) (Bund
 	if err := tw.WriteHeader(&tar.Header{Name: RootfsName, Mode: 0o644, Size: m.RootfsSize, ModTime: mtime, Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
 		return BundleInfo{}, err
 	}
-	if _, err := io.CopyN(tw, &ctxReader{ctx: ctx, r: in}, m.RootfsSize); err != nil {
+	if _, err := io.CopyBuffer(tw, io.LimitReader(newHoleReader(ctx, in, m.RootfsSize), m.RootfsSize), make([]byte, 1<<20)); err != nil {
 		return BundleInfo{}, fmt.Errorf("bundling %s: reading rootfs: %w", m.Name, err)
 	}
 	if err := tw.Close(); err != nil {
@@ -407,16 +407,4 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -352,3 +352,26 @@ func TestSparseCopyShortInput(t *testing.T) {
 		t.Fatalf("content wrong: len %d", len(b))
 	}
 }
+
+func TestHoleReader(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "sparse")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("start"), 0)
+	f.WriteAt(bytes.Repeat([]byte{7}, 10000), 3<<20)
+	f.WriteAt([]byte("end"), 9<<20)
+	f.Truncate(12 << 20)
+	f.Close()
+	want, _ := os.ReadFile(p)
+	f, _ = os.Open(p)
+	defer f.Close()
+	var got bytes.Buffer
+	if _, err := io.CopyBuffer(&got, newHoleReader(context.Background(), f, int64(len(want))), make([]byte, 7777)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Fatalf("hole reader output differs (%d vs %d bytes)", got.Len(), len(want))
+	}
+}
