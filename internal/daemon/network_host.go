@@ -522,7 +522,8 @@ func (h *hostNetwork) attach(ctx context.Context, vm *model.VM) (_ *vmm.Net, _ [
 	}
 	a.nic = true
 	a.direct.Store(&ip)
-	a.rules = hostnet.VMRules{ID: vm.ID, Addr: ip, Tap: tap, Mode: mode}
+	mac, _ := net.ParseMAC(vm.Network.MAC)
+	a.rules = hostnet.VMRules{ID: vm.ID, Addr: ip, Tap: tap, MAC: mac, Mode: mode}
 	if err := a.applyAllowList(vm.Network); err != nil {
 		return nil, nil, err
 	}

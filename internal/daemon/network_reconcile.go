@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"sort"
 	"time"
@@ -82,7 +83,8 @@ func (h *hostNetwork) reconcile(ctx context.Context, vms []*model.VM) error {
 			continue
 		}
 		a.nic = true
-		a.rules = hostnet.VMRules{ID: vm.ID, Addr: ip, Tap: vm.Network.Tap, Mode: mode}
+		mac, _ := net.ParseMAC(vm.Network.MAC)
+		a.rules = hostnet.VMRules{ID: vm.ID, Addr: ip, Tap: vm.Network.Tap, MAC: mac, Mode: mode}
 		if err := a.applyAllowList(vm.Network); err != nil {
 			h.log.Warn("vm allow-list unreadable", "vm", vm.Name, "err", err)
 		}

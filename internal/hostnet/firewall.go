@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"net"
 	"net/netip"
 	"time"
 )
@@ -20,6 +21,8 @@ type VMRules struct {
 	ID   string // VM id; names the VM's chain and sets
 	Addr netip.Addr
 	Tap  string
+	// MAC, when set, is the only source MAC accepted from the tap.
+	MAC  net.HardwareAddr
 	Mode Mode // ModeNAT or ModePrivate
 	// Restricted means only AllowCIDRs and HostAddrs may be reached
 	// (besides the host and other VMs).
@@ -35,14 +38,16 @@ type TimedAddr struct {
 	Timeout time.Duration
 }
 
-// Firewall programs the host's packet filter.
+// Firewall programs the host's packet filter. A table name covers two
+// nftables tables: "ip NAME" (forwarding, NAT, egress) and "bridge NAME"
+// (anti-spoofing on each VM's tap).
 type Firewall interface {
 	// Apply replaces the table rs.Table with rs in one transaction.
 	Apply(rs Ruleset) error
 	// AllowAddrs adds addresses to a restricted VM's allow set (answers
 	// of the DNS forwarder for allowed names).
 	AllowAddrs(table, vmID string, addrs []TimedAddr) error
-	// Delete removes the table; a missing table is not an error.
+	// Delete removes the tables; missing tables are not an error.
 	Delete(table string) error
 }
 

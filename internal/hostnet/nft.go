@@ -25,6 +25,11 @@ import (
 //	  through another interface.
 //	sets c_<id> (interval, allowed CIDRs) and h_<id> (timeout, addresses
 //	  answered by DNS for allowed names).
+//
+// and a "bridge" family table of the same name whose prerouting chain
+// keeps each VM to its own addresses: from a VM's tap, only IPv4 and ARP
+// frames with the VM's MAC and IPv4 address pass (so a guest cannot take
+// another VM's address to escape its egress rules).
 type NFT struct {
 	// NetNS, when non-zero, is a network namespace fd to program (tests).
 	NetNS int
@@ -102,10 +107,47 @@ func (n *NFT) Apply(rs Ruleset) error {
 	}
 	rule(fwd, cat(ifname(expr.MetaKeyIIFNAME, rs.Bridge), drop())...)
 	rule(fwd, cat(ifname(expr.MetaKeyOIFNAME, rs.Bridge), drop())...)
+	n.bridgeTable(c, rs, vms)
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("programming nftables table %s: %w", rs.Table, err)
 	}
 	return nil
+}
+
+// bridgeTable queues the anti-spoofing table.
+func (n *NFT) bridgeTable(c *nftables.Conn, rs Ruleset, vms []VMRules) {
+	t := &nftables.Table{Name: rs.Table, Family: nftables.TableFamilyBridge}
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	ch := c.AddChain(&nftables.Chain{
+		Name: "prerouting", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityFilter,
+	})
+	rule := func(exprs ...expr.Any) { c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs}) }
+	etherType := &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2}
+	ipv4, arp := []byte{0x08, 0x00}, []byte{0x08, 0x06}
+	for _, vm := range vms {
+		if vm.Tap == "" {
+			continue
+		}
+		tap := ifname(expr.MetaKeyIIFNAME, vm.Tap)
+		// Only IPv4 and ARP.
+		rule(cat(tap, etherType,
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ipv4},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: arp}, drop())...)
+		if len(vm.MAC) == 6 {
+			rule(cat(tap, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(vm.MAC)}, drop())...)
+		}
+		rule(cat(tap, etherType, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ipv4},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: vm.Addr.AsSlice()}, drop())...)
+		// ARP sender protocol address (after htype, ptype, hlen, plen, op, sha).
+		rule(cat(tap, etherType, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: arp},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 14, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: vm.Addr.AsSlice()}, drop())...)
+	}
 }
 
 // AllowAddrs implements Firewall. Elements already present get their
@@ -170,9 +212,11 @@ func (n *NFT) Delete(table string) error {
 	if err != nil {
 		return err
 	}
-	t := &nftables.Table{Name: table, Family: nftables.TableFamilyIPv4}
-	c.AddTable(t)
-	c.DelTable(t)
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyBridge} {
+		t := &nftables.Table{Name: table, Family: fam}
+		c.AddTable(t)
+		c.DelTable(t)
+	}
 	if err := c.Flush(); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("deleting nftables table %s: %w", table, err)
 	}

@@ -2,6 +2,7 @@ package hostnet_test
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -105,7 +106,8 @@ func TestNFTRulesetInNamespace(t *testing.T) {
 	rs := hostnet.Ruleset{
 		Table: "bgtest", Bridge: "bgbr", Subnet: netip.MustParsePrefix("10.77.0.0/24"),
 		VMs: []hostnet.VMRules{
-			{ID: "aaaa", Addr: netip.MustParseAddr("10.77.0.2"), Tap: "bgbr-0", Mode: hostnet.ModeNAT},
+			{ID: "aaaa", Addr: netip.MustParseAddr("10.77.0.2"), Tap: "bgbr-0", Mode: hostnet.ModeNAT,
+				MAC: net.HardwareAddr{0x52, 0x54, 0, 0x4d, 0, 2}},
 			{ID: "bbbb", Addr: netip.MustParseAddr("10.77.0.3"), Tap: "bgbr-1", Mode: hostnet.ModePrivate},
 			{ID: "cccc", Addr: netip.MustParseAddr("10.77.0.4"), Tap: "bgbr-2", Mode: hostnet.ModeNAT, Restricted: true,
 				AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.168.7.7/32")},
@@ -135,6 +137,19 @@ func TestNFTRulesetInNamespace(t *testing.T) {
 	if strings.Contains(first, "10.77.0.3 masquerade") {
 		t.Errorf("private vm is masqueraded:\n%s", first)
 	}
+	br, _ := ns.Exec("nft", "list", "table", "bridge", "bgtest")
+	for _, want := range []string{
+		`hook prerouting`,
+		`iifname "bgbr-0" ether type != ip ether type != arp drop`,
+		`iifname "bgbr-0" ether saddr != 52:54:00:4d:00:02 drop`,
+		`iifname "bgbr-0" ip saddr != 10.77.0.2 drop`,
+		`iifname "bgbr-0" arp saddr ip != 10.77.0.2 drop`,
+		`iifname "bgbr-2" ip saddr != 10.77.0.4 drop`,
+	} {
+		if !strings.Contains(br, want) {
+			t.Errorf("bridge table lacks %q:\n%s", want, br)
+		}
+	}
 	// Applying again changes nothing.
 	if err := fw.Apply(rs); err != nil {
 		t.Fatal(err)
@@ -161,6 +176,9 @@ func TestNFTRulesetInNamespace(t *testing.T) {
 	}
 	if out := nftList(t, ns, "bgtest"); strings.Contains(out, "cccc") || strings.Contains(out, "10.77.0.4") {
 		t.Fatalf("removed vm left rules:\n%s", out)
+	}
+	if br, _ := ns.Exec("nft", "list", "table", "bridge", "bgtest"); strings.Contains(br, "bgbr-2") {
+		t.Fatalf("removed vm left bridge rules:\n%s", br)
 	}
 	for range 2 {
 		if err := fw.Delete("bgtest"); err != nil {
@@ -235,7 +253,12 @@ func TestNFTTrafficInNamespaces(t *testing.T) {
 	server.Start("busybox", "httpd", "-f", "-p", "8080", "-h", www)
 
 	fw := &hostnet.NFT{NetNS: int(router.Handle)}
-	vm := hostnet.VMRules{ID: "g1", Addr: netip.MustParseAddr("10.77.0.2"), Tap: "gport", Mode: hostnet.ModeNAT}
+	macOut := strings.TrimSpace(guest.Must("cat", "/sys/class/net/eth0/address"))
+	mac, err := net.ParseMAC(macOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := hostnet.VMRules{ID: "g1", Addr: netip.MustParseAddr("10.77.0.2"), Tap: "gport", MAC: mac, Mode: hostnet.ModeNAT}
 	apply := func(v hostnet.VMRules) {
 		t.Helper()
 		if err := fw.Apply(hostnet.Ruleset{Table: "bgtest", Bridge: "bgbr", Subnet: netip.MustParsePrefix("10.77.0.0/24"), VMs: []hostnet.VMRules{v}}); err != nil {
@@ -281,6 +304,18 @@ func TestNFTTrafficInNamespaces(t *testing.T) {
 	if err := fetch("10.88.0.2"); err != nil {
 		t.Fatalf("address added to the allow set unreachable: %v", err)
 	}
+	// A guest taking another address (say, an unrestricted VM's) is
+	// dropped on the bridge.
+	guest.Must("ip", "addr", "add", "10.77.0.9/24", "dev", "eth0")
+	guest.Must("ip", "route", "replace", "default", "via", "10.77.0.1", "src", "10.77.0.9")
+	if out, err := guest.Exec("busybox", "ping", "-c", "1", "-W", "1", "-I", "10.77.0.9", "10.77.0.1"); err == nil {
+		t.Fatalf("spoofed source reached the host: %s", out)
+	}
+	if err := fetch("10.88.0.3"); err == nil {
+		t.Fatal("spoofed source reached the outside")
+	}
+	guest.Must("ip", "route", "replace", "default", "via", "10.77.0.1", "src", "10.77.0.2")
+	guest.Must("ip", "addr", "del", "10.77.0.9/24", "dev", "eth0")
 	vm.Restricted, vm.Mode = false, hostnet.ModePrivate
 	apply(vm)
 	if err := fetch("10.88.0.3"); err == nil {
