@@ -392,6 +392,66 @@ func TestNetworking(t *testing.T) {
 		})
 	})
 
+	e.sub(t, "stop-start-is-idempotent", func(t *testing.T) {
+		port := freeTCPPort(t)
+		e.must("vm", "forward", "web", fmt.Sprintf("%d:80", port))
+		e.must("vm", "stop", "web")
+		if _, rcode := ne.resolveHost("web.vm"); rcode != dns.RcodeNameError {
+			t.Error("web.vm resolves while stopped")
+		}
+		rs, _ := exec.Command("nft", "list", "ruleset").CombinedOutput()
+		if strings.Contains(string(rs), a.ID) {
+			t.Errorf("rules of a stopped vm:\n%s", rs)
+		}
+		if _, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			t.Error("forward listens while the vm is stopped")
+		}
+		e.must("vm", "start", "web")
+		again := e.showVM("web")
+		if again.Network.IP != a.Network.IP || again.Network.MAC != a.Network.MAC {
+			t.Fatalf("address changed across stop/start: %+v → %+v", a.Network, again.Network)
+		}
+		rs, _ = exec.Command("nft", "list", "table", "ip", ne.table).CombinedOutput()
+		if n := strings.Count(string(rs), "jump vm_"+a.ID); n != 1 {
+			t.Fatalf("%d jumps to the vm chain after restart:\n%s", n, rs)
+		}
+		ne.serve("web", 80, "hello-from-web")
+		eventually(t, "forward after vm restart", func() error {
+			body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", port))
+			if err == nil && strings.TrimSpace(body) != "hello-from-web" {
+				err = fmt.Errorf("answer %q", body)
+			}
+			return err
+		})
+		if ip, _ := ne.resolveHost("web.vm"); ip != a.Network.IP {
+			t.Fatalf("web.vm after restart: %q", ip)
+		}
+	})
+
+	e.sub(t, "colliding-subnet-refused", func(t *testing.T) {
+		// A second installation whose subnet overlaps the outside's route.
+		other := newEnv(t)
+		x := ne.subnet.Addr().As4()[2]
+		cfg := fmt.Sprintf("[network]\nbridge = \"bgc%s\"\ncidr = \"10.213.%d.128/25\"\ndns_listen = \"\"\n", randHex(t, 3), x)
+		os.MkdirAll(filepath.Join(other.home, "config"), 0o755)
+		os.WriteFile(filepath.Join(other.home, "config", "config.toml"), []byte(cfg), 0o644)
+		var info api.NetworkInfo
+		if err := json.Unmarshal([]byte(other.must("network", "-o", "json")), &info); err != nil {
+			t.Fatal(err)
+		}
+		route := fmt.Sprintf("10.213.%d.0/24 dev bgte", x)
+		if info.Available || !strings.Contains(info.Reason, route) || info.DefaultMode != "none" {
+			t.Fatalf("network info with a colliding subnet: %+v", info)
+		}
+		r := other.run("vm", "create", "--net", "nat", "--name", "x")
+		if r.code == 0 || !strings.Contains(r.stderr, route) {
+			t.Fatalf("vm create --net nat on a colliding subnet: %+v", r)
+		}
+		if out, _ := exec.Command("ip", "-o", "link").CombinedOutput(); strings.Contains(string(out), "bgc") {
+			t.Fatalf("a bridge was made despite the collision:\n%s", out)
+		}
+	})
+
 	e.sub(t, "none-udp-forward", func(t *testing.T) {
 		port, tport := freeUDPPort(t), freeTCPPort(t)
 		vm := ne.create("isolated", "--net", "none", "--publish", fmt.Sprintf("%d:7/udp", port), "-p", fmt.Sprintf("%d:80", tport))
