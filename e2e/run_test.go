@@ -129,6 +129,16 @@ func TestRun(t *testing.T) {
 		t.Fatalf("vm run -d: %+v", r)
 	}
 
+	t.Run("rm-spares-existing", func(t *testing.T) {
+		// --rm with the name of an existing VM fails and leaves that VM alone.
+		if r := rtRun(t, e, nil, "vm", "run", "--rm", "--name", "ws", "--", "true"); r.code == 0 || !strings.Contains(r.stderr, "already exists") {
+			t.Fatalf("vm run --rm --name ws: %+v", r)
+		}
+		if !slices.Contains(rtListVMs(t, e), "ws") {
+			t.Fatal("--rm deleted a VM it did not create")
+		}
+	})
+
 	t.Run("exec-in-workspace", func(t *testing.T) {
 		r := rtRun(t, e, nil, "vm", "exec", "ws", "--", "sh", "-c", "pwd; ls -a; stat -c '%a %U' secret.key sub/run.sh")
 		out := r.stdout
@@ -138,6 +148,13 @@ func TestRun(t *testing.T) {
 		}
 		if r := rtRun(t, e, nil, "vm", "exec", "ws", "--", "nosuchcmd"); r.code != 127 {
 			t.Fatalf("exec nosuchcmd: %+v", r)
+		}
+		// vm ssh without a network goes through the agent.
+		if r := rtRun(t, e, []byte("from stdin\n"), "vm", "ssh", "ws", "--", "sh", "-c", "cat tracked.txt; cat; exit 4"); r.code != 4 || r.stdout != "tracked content\nfrom stdin\n" {
+			t.Fatalf("vm ssh over the agent: %+v", r)
+		}
+		if r := rtRun(t, e, nil, "vm", "ssh", "--ssh", "ws"); r.code == 0 || !strings.Contains(r.stderr, "no network address") {
+			t.Fatalf("vm ssh --ssh without a network: %+v", r)
 		}
 	})
 
@@ -246,7 +263,9 @@ func rtEnv(t *testing.T) *env {
 	t.Cleanup(func() {
 		// Whatever a failed subtest left, no VM outlives the test.
 		for _, vm := range rtListVMs(t, e) {
-			_ = exec.Command(e.bins.Banger, "vm", "delete", "-f", vm).Run()
+			cmd := exec.Command(e.bins.Banger, "vm", "delete", "-f", vm)
+			cmd.Env = e.environ()
+			_ = cmd.Run()
 		}
 	})
 	return e
@@ -281,7 +300,9 @@ func rtMust(t *testing.T, e *env, args ...string) string {
 }
 
 func rtListVMs(t *testing.T, e *env) []string {
-	out, err := exec.Command(e.bins.Banger, "vm", "list", "-o", "json").Output()
+	cmd := exec.Command(e.bins.Banger, "vm", "list", "-o", "json")
+	cmd.Env = e.environ()
+	out, err := cmd.Output()
 	if err != nil {
 		return nil
 	}

@@ -102,7 +102,9 @@ included; without it the VM keeps running (banger vm delete -f NAME).`,
 	f.IntVar(&o.create.CPUs, "cpus", 0, "virtual CPUs")
 	f.IntVar(&o.create.MemoryMiB, "memory", 0, "memory in MiB")
 	f.StringVar(&o.create.Disk, "disk", "", "work disk size for /root, e.g. 8G")
-	f.StringVar(&o.create.Net, "net", "", "network: none, private or nat (default from config)")
+	f.StringVar(&o.create.Net, "net", "", "network: nat, private or none (default: nat when host networking works)")
+	f.StringArrayVarP(&o.create.Publish, "publish", "p", nil, "forward [HOST_ADDR:]HOST_PORT:GUEST_PORT[/udp] from the host while the VM runs; repeatable")
+	f.BoolVar(&o.create.AutoForward, "auto-forward", false, "forward the guest's listening TCP ports to the same localhost ports")
 	f.StringVar(&o.create.VMM, "vmm", "", "qemu or firecracker (default from config)")
 	f.BoolVar(&o.rm, "rm", false, "delete the VM when the shell or command ends (whatever the outcome, Ctrl-C included)")
 	f.BoolVarP(&o.detach, "detach", "d", false, "create the VM and copy the workspace, then return (prints the VM name)")
@@ -155,7 +157,7 @@ func (a *App) runVM(ctx context.Context, o runOpts, path string, argv []string) 
 	var running atomic.Bool
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+	defer func() { signal.Stop(sigs); close(sigs) }()
 	go func() {
 		for s := range sigs {
 			if running.Load() && s == syscall.SIGINT {
@@ -175,13 +177,22 @@ func (a *App) runVM(ctx context.Context, o runOpts, path string, argv []string) 
 		return runErr(ctx, err)
 	}
 	o.create.Name = name
+	// --rm removes the VM this run creates, never one that existed before.
+	owned := true
 	if o.rm {
-		defer a.removeVM(ctx, c, name)
+		defer func() {
+			if owned {
+				a.removeVM(ctx, c, name)
+			}
+		}()
 	}
 
 	p := a.newProgress()
 	vm, err := c.CreateVM(ctx, o.create, p.event)
 	p.done()
+	if errors.Is(err, errkind.AlreadyExists) {
+		owned = false
+	}
 	if err != nil {
 		if errors.Is(err, errkind.NotFound) && strings.Contains(err.Error(), "image") {
 			hint := "see `banger image list`, or pull one with `banger image pull`"

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -19,7 +20,9 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bangerdev/banger/internal/agentproto"
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/client"
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/fsatomic"
 )
@@ -66,8 +69,19 @@ use; arguments after -- then go to ssh. See also banger ssh-config.`,
 			if err != nil {
 				return err
 			}
+			if useSSH && vm.Network.IP == "" {
+				return errkind.WithHint(errkind.New(errkind.Conflict, "vm %s has no network address", vm.Name),
+					"create it with a network (--net nat), or drop --ssh to use the guest agent")
+			}
 			if useSSH || (!useAgent && sshReachable(vm)) {
-				return a.systemSSH(cmd.Context(), vm, rest, useSSH)
+				err := a.authorizeKey(cmd.Context(), c, vm.Name)
+				if err == nil || useSSH {
+					if err != nil {
+						return err
+					}
+					return a.systemSSH(cmd.Context(), vm, rest, useSSH)
+				}
+				// sshd answers but the key cannot be installed: use the agent.
 			}
 			o := execOpts{tty: tty || (len(rest) == 0 && a.stdinIsTerminal())}
 			code, err := a.execIn(cmd.Context(), c, name, rest, o)
@@ -99,10 +113,6 @@ func sshReachable(vm api.VMInfo) bool {
 // systemSSH runs the system ssh client against the VM with banger's key
 // and known_hosts, and exits with its status.
 func (a *App) systemSSH(ctx context.Context, vm api.VMInfo, args []string, forced bool) error {
-	if vm.Network.IP == "" {
-		return errkind.WithHint(errkind.New(errkind.Conflict, "vm %s has no network address", vm.Name),
-			"create it with a network (--net), or drop --ssh to use the guest agent")
-	}
 	bin, err := exec.LookPath("ssh")
 	if err != nil {
 		if forced {
@@ -132,6 +142,33 @@ func (a *App) systemSSH(ctx context.Context, vm api.VMInfo, args []string, force
 		return exitCode(ee.ExitCode())
 	}
 	return err
+}
+
+// authorizeKey makes sure banger's public key is in the guest's
+// /root/.ssh/authorized_keys (appending it through the agent if needed).
+func (a *App) authorizeKey(ctx context.Context, c *client.Client, name string) error {
+	_, pub, err := ensureSSHKey(a.Layout.SSHDir())
+	if err != nil {
+		return err
+	}
+	script := `umask 077; mkdir -p /root/.ssh && touch /root/.ssh/authorized_keys && ` +
+		`{ grep -qxF "$BANGER_KEY" /root/.ssh/authorized_keys || echo "$BANGER_KEY" >> /root/.ssh/authorized_keys; }`
+	conn, err := c.Exec(ctx, name, agentproto.ExecRequest{Argv: []string{"sh", "-c", script}, Env: []string{"BANGER_KEY=" + pub}, User: "root"})
+	if err != nil {
+		return fmt.Errorf("authorizing banger's ssh key in %s: %w", name, err)
+	}
+	defer conn.Close()
+	es := agentproto.NewExecStream(conn)
+	_ = es.CloseStdin()
+	var errb bytes.Buffer
+	st, err := es.Wait(nil, &errb)
+	if err == nil && st.Code != 0 {
+		err = fmt.Errorf("exit %d: %s", st.Code, strings.TrimSpace(errb.String()))
+	}
+	if err != nil {
+		return fmt.Errorf("authorizing banger's ssh key in %s: %w", name, err)
+	}
+	return nil
 }
 
 // forgetReplacedHostKey drops the known_hosts entry of alias when it was
