@@ -18,6 +18,9 @@ type bangerTimes struct {
 	create, exec, del, total time.Duration
 	daemon                   daemonTimes
 	guestReady               time.Duration // agent's "ready" line, guest clock
+	// CPU time: of the three CLI processes, and of bangerd with the
+	// children it reaped (mkfs, debugfs and the VM's QEMU).
+	cliCPU, daemonCPU time.Duration
 }
 
 // daemonTimes is the daemon's "vm running" log line of one start: its own
@@ -33,7 +36,15 @@ func (d daemonTimes) own() time.Duration { return d.toExec + d.afterAgent }
 // what `banger vm run` does, as three CLI processes.
 func bangerRun(ctx context.Context, in *install, name, image string) (bangerTimes, error) {
 	var t bangerTimes
-	var err error
+	pid, err := in.daemonPID()
+	if err != nil {
+		return t, err
+	}
+	cpu0, err := procCPU(pid)
+	if err != nil {
+		return t, err
+	}
+	cli0 := in.cliCPU
 	start := time.Now()
 	out, err := in.run(ctx, "vm", "create", "--name", name, "--image", image, "--net", "none", "-o", "json")
 	t.create = time.Since(start)
@@ -52,6 +63,11 @@ func bangerRun(ctx context.Context, in *install, name, image string) (bangerTime
 		return t, err
 	}
 	t.total = time.Since(start)
+	cpu1, err := procCPU(pid)
+	if err != nil {
+		return t, err
+	}
+	t.daemonCPU, t.cliCPU = cpu1-cpu0, in.cliCPU-cli0
 	t.daemon, err = daemonTimesOf(in.daemonLog(), name)
 	return t, err
 }

@@ -64,6 +64,7 @@ type rawTimes struct {
 	exit  time.Duration // QEMU exited after the agent's poweroff
 	// guestReady is the agent's "ready" line on the guest clock.
 	guestReady time.Duration
+	cpu        time.Duration // QEMU's CPU time
 }
 
 // rawRun boots the template by hand: fresh overlay and work disks are made
@@ -127,6 +128,7 @@ func rawRun(ctx context.Context, rt rawTemplate, dir string) (rawTimes, error) {
 		return t, fmt.Errorf("qemu did not exit after poweroff: %w", ctx.Err())
 	}
 	t.exit = time.Since(start)
+	t.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	t.guestReady, _ = guestReady(filepath.Join(dir, "console.log"))
 	return t, nil
 }

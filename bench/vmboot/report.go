@@ -50,6 +50,14 @@ func report(w io.Writer, accel string, bs []bangerTimes, rs []rawTimes, wr []wri
 	}
 	slices.Sort(pairs)
 	fmt.Fprintf(w, "  ratio per run pair         %.3f×   (%.3f–%.3f)\n", pairs[len(pairs)/2], pairs[0], pairs[len(pairs)-1])
+	bcpu := statsOf(pick(bs, func(b bangerTimes) time.Duration { return b.cliCPU + b.daemonCPU }))
+	rcpu := statsOf(pick(rs, func(r rawTimes) time.Duration { return r.cpu }))
+	fmt.Fprintf(w, "  CPU time banger            %s  (CLI %s; bangerd with mkfs and QEMU %s)\n", bcpu,
+		ms(statsOf(pick(bs, func(b bangerTimes) time.Duration { return b.cliCPU })).med),
+		ms(statsOf(pick(bs, func(b bangerTimes) time.Duration { return b.daemonCPU })).med))
+	fmt.Fprintf(w, "  CPU time raw QEMU          %s\n", rcpu)
+	fmt.Fprintf(w, "  CPU ratio (medians)        %.3f×   (less sensitive to host load than wall time)\n",
+		float64(bcpu.med)/float64(rcpu.med))
 	fmt.Fprintf(w, "  guest clock at agent ready banger %s, raw %s (the same guest work; differences are host load)\n\n",
 		statsOf(pick(bs, func(b bangerTimes) time.Duration { return b.guestReady })),
 		statsOf(pick(rs, func(r rawTimes) time.Duration { return r.guestReady })))

@@ -25,6 +25,8 @@ const kernelPackage = "linux-image-cloud-amd64"
 type install struct {
 	bin  string // dir with banger, bangerd, banger-agent
 	home string
+	// cliCPU adds up the CPU time of every banger process run.
+	cliCPU time.Duration
 }
 
 func (in *install) banger() string { return filepath.Join(in.bin, "banger") }
@@ -39,7 +41,11 @@ func (in *install) run(ctx context.Context, args ...string) (string, error) {
 	cmd.Env = in.env()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
+	err := cmd.Run()
+	if cmd.ProcessState != nil {
+		in.cliCPU += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
+	if err != nil {
 		return out.String(), fmt.Errorf("banger %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
@@ -184,6 +190,38 @@ func writeBytes(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no write_bytes in /proc/%d/io", pid)
+}
+
+// clockTick is USER_HZ, the unit of the times in /proc/PID/stat (100 on
+// every Linux architecture banger supports).
+const clockTick = 10 * time.Millisecond
+
+// procCPU is the CPU time of a process plus that of the children it reaped
+// (utime, stime, cutime and cstime of /proc/PID/stat).
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parsing /proc/%d/stat", pid)
+	}
+	// After "pid (comm)": state is field 3; utime..cstime are fields 14-17.
+	f := strings.Fields(s[i+1:])
+	if len(f) < 15 {
+		return 0, fmt.Errorf("parsing /proc/%d/stat", pid)
+	}
+	var ticks int64
+	for _, v := range f[11:15] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parsing /proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * clockTick, nil
 }
 
 // allocated is the space the files under dir occupy on disk.
