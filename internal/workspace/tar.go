@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // tarBufSize batches small tar writes before they reach the transport.
@@ -88,6 +89,10 @@ func (t *tarWriter) add(abs, name string, fi fs.FileInfo) error {
 		hdr.Name = strings.TrimSuffix(name, "/") + "/"
 	}
 	hdr.Uname, hdr.Gname = "", ""
+	// Whole seconds (plain ustar/GNU headers, no PAX record per file),
+	// truncated rather than rounded so that a copy is never newer.
+	hdr.ModTime = fi.ModTime().Truncate(time.Second)
+	hdr.AccessTime, hdr.ChangeTime = time.Time{}, time.Time{}
 	if !fi.Mode().IsRegular() {
 		return t.header(hdr, abs)
 	}
