@@ -319,3 +319,31 @@ func TestLongRunDir(t *testing.T) {
 		t.Errorf("short links left: %v", ents)
 	}
 }
+
+// TestStartFailures covers a Firecracker that dies while starting and one
+// that never opens its API socket: both are errors naming what happened,
+// with nothing left running.
+func TestStartFailures(t *testing.T) {
+	dir := t.TempDir()
+	kernel := filepath.Join(dir, "vmlinux")
+	if err := os.WriteFile(kernel, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		body, want string
+	}{
+		"dies":  {`echo "Error: bad seccomp filter" >&2; exit 1`, "exited during start (exit status 1): output: Error: bad seccomp filter"},
+		"hangs": {`exec sleep 30`, "waiting for the firecracker api socket"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			bin := script(t, `[ "$1" = --version ] && { echo "Firecracker v1.14.2"; exit 0; }`+"\n"+c.body)
+			d := firecracker.New(firecracker.Options{Binary: bin, SkipHostCheck: true, StartTimeout: time.Second})
+			spec := vmm.Spec{ID: "sf", RunDir: filepath.Join(t.TempDir(), "run"), Kernel: kernel, CPUs: 1, MemoryMiB: 128}
+			_, err := d.Boot(ctxT(t, 20*time.Second), spec)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("boot: %v, want %q", err, c.want)
+			}
+			noLeftovers(t, vmm.Identity{RunDir: spec.RunDir})
+		})
+	}
+}
