@@ -263,10 +263,8 @@ if [ "$deps_only" = 0 ]; then
 	run_step "default image" step_default_image
 	log "done in $(elapsed "$start")s; checking the host:"
 	"$banger" doctor || true
-	log "first VM:"
-	"$banger" vm create --name hello --image busybox >/dev/null
-	"$banger" vm exec hello -- uname -a
-	"$banger" vm delete --force hello >/dev/null
+	log "first VM: banger vm run --rm -- uname -a"
+	"$banger" vm run --rm -- uname -a
 	exit 0
 fi
 
