@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -135,7 +136,13 @@ func TestForwardingFeedsAnswersBeforeReplying(t *testing.T) {
 		addrs  []netip.Addr
 		ttl    time.Duration
 	}
+	var mu sync.Mutex
 	var calls []seen
+	snapshot := func() []seen {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]seen(nil), calls...)
+	}
 	var replied atomic.Bool
 	s := vmdns.New(vmdns.Options{
 		Upstreams: []string{"127.0.0.1:1", up}, // the first one is dead
@@ -144,7 +151,9 @@ func TestForwardingFeedsAnswersBeforeReplying(t *testing.T) {
 			if replied.Load() {
 				t.Error("OnAnswer called after the reply")
 			}
+			mu.Lock()
 			calls = append(calls, seen{client, qname, addrs, ttl})
+			mu.Unlock()
 		},
 	})
 	t.Cleanup(func() { s.Close() })
@@ -157,17 +166,19 @@ func TestForwardingFeedsAnswersBeforeReplying(t *testing.T) {
 	if strings.Join(aRecords(r), ",") != "10.213.0.2,10.213.0.4" {
 		t.Fatalf("forwarded answer: %v", r)
 	}
-	if len(calls) != 1 || calls[0].qname != "allowed.test" || len(calls[0].addrs) != 2 || calls[0].ttl != time.Minute || calls[0].client.String() != "127.0.0.1" {
-		t.Fatalf("OnAnswer calls: %+v", calls)
+	got := snapshot()
+	if len(got) != 1 || got[0].qname != "allowed.test" || len(got[0].addrs) != 2 || got[0].ttl != time.Minute || got[0].client.String() != "127.0.0.1" {
+		t.Fatalf("OnAnswer calls: %+v", got)
 	}
 	replied.Store(false)
 	r = query(t, addr, "www.alias.test", dns.TypeA, "tcp")
 	replied.Store(true)
-	if strings.Join(aRecords(r), ",") != "10.213.0.9" || len(calls) != 2 || calls[1].qname != "www.alias.test" || calls[1].addrs[0].String() != "10.213.0.9" {
-		t.Fatalf("CNAME chain: %v %+v", r, calls)
+	got = snapshot()
+	if strings.Join(aRecords(r), ",") != "10.213.0.9" || len(got) != 2 || got[1].qname != "www.alias.test" || got[1].addrs[0].String() != "10.213.0.9" {
+		t.Fatalf("CNAME chain: %v %+v", r, got)
 	}
-	if r := query(t, addr, "missing.test", dns.TypeA, "udp"); r.Rcode != dns.RcodeNameError || len(calls) != 2 {
-		t.Fatalf("NXDOMAIN forwarded: %v (%d calls)", r, len(calls))
+	if r := query(t, addr, "missing.test", dns.TypeA, "udp"); r.Rcode != dns.RcodeNameError || len(snapshot()) != 2 {
+		t.Fatalf("NXDOMAIN forwarded: %v (%d calls)", r, len(snapshot()))
 	}
 	if count.Load() != 3 {
 		t.Fatalf("upstream saw %d queries", count.Load())
