@@ -173,7 +173,8 @@ func newHostSide(cfg config.Network, onAnswer vmdns.AnswerFunc, log *slog.Logger
 	if err != nil {
 		log.Warn("no upstream resolvers; guests resolve only .vm names", "err", err)
 	}
-	hs.dns = vmdns.New(vmdns.Options{Upstreams: hs.upstreams, OnAnswer: onAnswer, Logger: log})
+	hs.dns = vmdns.New(vmdns.Options{Upstreams: hs.upstreams, OnAnswer: onAnswer, Logger: log,
+		ForwardFrom: []netip.Prefix{subnet.Prefix}})
 	if hs.guestDNS, err = hs.dns.Listen(guestListen, true); err != nil {
 		return nil, fmt.Errorf("serving DNS to guests: %w", err)
 	}

@@ -37,6 +37,9 @@ type Options struct {
 	// OnAnswer is called synchronously for every forwarded answer with A
 	// records.
 	OnAnswer AnswerFunc
+	// ForwardFrom, when set, limits forwarding to clients in these
+	// prefixes (the VM subnet), so the listener is no open resolver.
+	ForwardFrom []netip.Prefix
 	// Timeout bounds one upstream exchange (default 3 s).
 	Timeout time.Duration
 	Logger  *slog.Logger
@@ -210,7 +213,7 @@ func (h *handler) answer(w dns.ResponseWriter, req *dns.Msg) *dns.Msg {
 	if local, ok := h.local(req, q, name); ok {
 		return local
 	}
-	if !h.forward {
+	if !h.forward || !h.s.forwardsFor(addrOf(w.RemoteAddr())) {
 		m := new(dns.Msg)
 		m.SetRcode(req, dns.RcodeRefused)
 		return m
@@ -308,6 +311,18 @@ func (h *handler) upstream(w dns.ResponseWriter, req *dns.Msg, name string) *dns
 	}
 	resp.Id = req.Id
 	return resp
+}
+
+func (s *Server) forwardsFor(client netip.Addr) bool {
+	if len(s.opts.ForwardFrom) == 0 {
+		return true
+	}
+	for _, p := range s.opts.ForwardFrom {
+		if p.Contains(client) {
+			return true
+		}
+	}
+	return false
 }
 
 func addrOf(a net.Addr) netip.Addr {

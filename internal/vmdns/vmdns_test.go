@@ -189,6 +189,23 @@ func TestForwardingFeedsAnswersBeforeReplying(t *testing.T) {
 	}
 }
 
+func TestForwardOnlyForTheSubnet(t *testing.T) {
+	up, count := fakeUpstream(t)
+	s := vmdns.New(vmdns.Options{Upstreams: []string{up}, ForwardFrom: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/24")}})
+	t.Cleanup(func() { s.Close() })
+	s.Set("web", netip.MustParseAddr("172.30.0.2"))
+	addr, err := s.Listen("127.0.0.1:0", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := query(t, addr, "allowed.test", dns.TypeA, "udp"); r.Rcode != dns.RcodeRefused || count.Load() != 0 {
+		t.Fatalf("forwarded for a client outside the subnet: %v", r)
+	}
+	if r := query(t, addr, "web.vm", dns.TypeA, "udp"); strings.Join(aRecords(r), ",") != "172.30.0.2" {
+		t.Fatalf("zone answers for anyone: %v", r)
+	}
+}
+
 func TestNoUpstreamIsServfail(t *testing.T) {
 	s := vmdns.New(vmdns.Options{Upstreams: []string{"127.0.0.1:1"}, Timeout: 200 * time.Millisecond})
 	t.Cleanup(func() { s.Close() })
