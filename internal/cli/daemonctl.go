@@ -55,6 +55,11 @@ func (a *App) staleDaemon(v api.VersionInfo) string {
 	if v.Version != buildinfo.Version {
 		return fmt.Sprintf("daemon %s, cli %s", v.Version, buildinfo.Version)
 	}
+	if v.Executable != "" {
+		if _, err := os.Stat(v.Executable); err != nil {
+			return "its binary " + v.Executable + " is gone"
+		}
+	}
 	bin, err := a.daemonBin()
 	if err != nil || v.Executable == "" {
 		return ""
