@@ -78,6 +78,7 @@ func newNetEnv(t *testing.T) *netEnv {
 			}
 		}
 		exec.Command("nft", "delete", "table", "ip", ne.table).Run()
+		exec.Command("nft", "delete", "table", "bridge", ne.table).Run()
 	})
 	e.importKernel(t)
 	reg := testenv.StartRegistry(t)

@@ -96,6 +96,7 @@ func run(n, mib, cpus int, deb string, keep bool) error {
 		if bridge != "" {
 			exec.Command("ip", "link", "del", bridge).Run()
 			exec.Command("nft", "delete", "table", "ip", "banger_"+bridge).Run()
+			exec.Command("nft", "delete", "table", "bridge", "banger_"+bridge).Run()
 		}
 		os.RemoveAll(tmp)
 	}()
