@@ -548,3 +548,46 @@ func TestForwardPrefersTheBridge(t *testing.T) {
 		t.Fatalf("forward bypassed the agent with forward_direct off: %q", got)
 	}
 }
+
+func TestAddRemoveForwardOnStoppedVM(t *testing.T) {
+	f := newNetFixture(t, "10.40.0.0/24")
+	ctx := context.Background()
+	f.vm(t, "one", api.VMCreateRequest{})
+	f.vm(t, "two", api.VMCreateRequest{})
+	fw, err := f.d.AddForward(ctx, "one", "18200:80")
+	if err != nil || fw != (model.Forward{Proto: "tcp", HostAddr: "127.0.0.1", HostPort: 18200, GuestPort: 80}) {
+		t.Fatalf("AddForward: %+v %v", fw, err)
+	}
+	if _, err := f.d.AddForward(ctx, "one", "127.0.0.1:18200:80/tcp"); err != nil {
+		t.Fatalf("re-adding the same forward: %v", err)
+	}
+	if _, err := f.d.AddForward(ctx, "one", "18200:81"); errkind.Of(err) != errkind.Conflict {
+		t.Fatalf("same host port, other guest port: %v", err)
+	}
+	if _, err := f.d.AddForward(ctx, "two", "0.0.0.0:18200:80"); errkind.Of(err) != errkind.Conflict || !strings.Contains(err.Error(), "vm one") {
+		t.Fatalf("host port of another vm: %v", err)
+	}
+	if _, err := f.d.AddForward(ctx, "one", "18200:80/udp"); err != nil {
+		t.Fatalf("udp on the same port number: %v", err)
+	}
+	vm, _ := f.d.store.GetVM(ctx, "one")
+	if len(vm.Network.Forwards) != 2 {
+		t.Fatalf("recorded forwards: %+v", vm.Network.Forwards)
+	}
+	if err := f.d.RemoveForward(ctx, "one", "18200/udp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.d.RemoveForward(ctx, "one", "18200"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.d.RemoveForward(ctx, "one", "18200"); errkind.Of(err) != errkind.NotFound {
+		t.Fatalf("removing twice: %v", err)
+	}
+	vm, _ = f.d.store.GetVM(ctx, "one")
+	if len(vm.Network.Forwards) != 0 {
+		t.Fatalf("forwards left: %+v", vm.Network.Forwards)
+	}
+	if _, err := f.d.VMPorts(ctx, "one"); errkind.Of(err) != errkind.Conflict {
+		t.Fatalf("ports of a stopped vm: %v", err)
+	}
+}
