@@ -27,7 +27,9 @@ func newTestDaemon(t *testing.T) *Daemon {
 		ConfigDir: filepath.Join(home, "config"), StateDir: filepath.Join(home, "state"),
 		CacheDir: filepath.Join(home, "cache"), RuntimeDir: filepath.Join(home, "run"),
 	}
-	d, err := New(context.Background(), Options{Layout: l, Config: config.Default(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	cfg := config.Default()
+	cfg.Network.Disabled = true // unit tests never touch host networking
+	d, err := New(context.Background(), Options{Layout: l, Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +185,7 @@ func TestStartupRemovesStaging(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Close()
-	d2, err := New(context.Background(), Options{Layout: d.layout, Config: config.Default(), Logger: d.log})
+	d2, err := New(context.Background(), Options{Layout: d.layout, Config: d.cfg, Logger: d.log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +208,7 @@ func TestStartupRemovesPublishedDirWithoutRow(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Close()
-	d2, err := New(context.Background(), Options{Layout: d.layout, Config: config.Default(), Logger: d.log})
+	d2, err := New(context.Background(), Options{Layout: d.layout, Config: d.cfg, Logger: d.log})
 	if err != nil {
 		t.Fatal(err)
 	}
