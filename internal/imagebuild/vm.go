@@ -118,7 +118,7 @@ func (r *VMRunner) Boot(ctx context.Context, spec MachineSpec) (Machine, error) 
 		kill()
 		return nil, err
 	}
-	return &vmMachine{Client: c, inst: inst, kill: kill, cleanup: cleanup}, nil
+	return &vmMachine{Client: c, inst: inst, kill: kill, cleanup: cleanup, overlay: spec.Overlay}, nil
 }
 
 func consoleTail(inst vmm.Instance) string {
@@ -138,6 +138,7 @@ type vmMachine struct {
 	kill    func()
 	cleanup func()
 	stopped bool
+	overlay string
 }
 
 // Stop asks the agent to sync and power off, waits for the VMM to exit,
@@ -160,12 +161,21 @@ func (m *vmMachine) Stop(ctx context.Context) error {
 			if st.Known && !st.Success() {
 				return fmt.Errorf("build vm exited with %s", st)
 			}
+			discardFree(ctx, m.overlay)
 			return nil
 		}
 		err = werr
 	}
 	m.kill()
 	return fmt.Errorf("stopping the build vm cleanly: %w", err)
+}
+
+// discardFree punches holes where the stopped overlay's filesystem has
+// free blocks (files a step wrote then deleted, like downloaded packages),
+// so cached states take only what they hold. Best effort: e2fsck's
+// discard on an image file is fallocate(PUNCH_HOLE).
+func discardFree(ctx context.Context, overlay string) {
+	_ = exec.CommandContext(ctx, "e2fsck", "-f", "-y", "-E", "discard", overlay).Run()
 }
 
 // RootNames lists the top-level names of base and of the overlay's upper
