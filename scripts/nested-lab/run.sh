@@ -28,11 +28,14 @@ truncate -s 128M "$out/results.ext4"
 mkfs.ext4 -q -F -L lab-results "$out/results.ext4"
 
 # TCG guests need tsc_early_khz, or TSC calibration against the emulated
-# PIT sometimes hangs (notes/boot-lab.md §3.4).
+# PIT sometimes hangs (notes/boot-lab.md §3.4). tsc=reliable keeps the TSC
+# (which follows host time under TCG) as L1's clocksource: without it L1
+# marks the TSC unstable, falls back to jiffies, and its clock, with which
+# every in-lab timing is taken, runs up to 3x slower than the wall clock.
 khz=$(cat /sys/devices/system/cpu/cpu0/tsc_freq_khz 2>/dev/null ||
 	awk -F: '/cpu MHz/ { printf "%d", $2 * 1000; exit }' /proc/cpuinfo)
 append="console=ttyS0 quiet panic=-1 cryptomgr.notests 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
-append+=" random.trust_cpu=on mitigations=off audit=0 nowatchdog tsc_early_khz=$khz"
+append+=" random.trust_cpu=on mitigations=off audit=0 nowatchdog tsc_early_khz=$khz tsc=reliable"
 append+=" banger.root=/dev/vda banger.overlay=/dev/vdb banger.init=systemd banger.hostname=lab-l1"
 
 [ -n "${LAB_STEPS:-}" ] && append+=" lab.steps=$LAB_STEPS"
