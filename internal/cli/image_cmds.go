@@ -234,6 +234,9 @@ func (a *App) printImage(im *model.Image) error {
 		{"source", dash(im.SourceRef)}, {"digest", dash(im.ManifestDigest)},
 		{"created", im.CreatedAt.Local().Format("2006-01-02 15:04:05")},
 	}
+	if im.BuildLog != "" {
+		rows = append(rows, []string{"build log", im.BuildLog})
+	}
 	if len(im.Config.Env) > 0 {
 		rows = append(rows, []string{"env", fmt.Sprint(im.Config.Env)})
 	}

@@ -245,7 +245,21 @@ func (d *Daemon) ListImages(ctx context.Context) ([]*model.Image, error) {
 
 // ShowImage returns one image.
 func (d *Daemon) ShowImage(ctx context.Context, ref string) (*model.Image, error) {
-	return d.store.GetImage(ctx, ref)
+	im, err := d.store.GetImage(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if im.Managed {
+		if p := filepath.Join(d.layout.ImagesDir(), im.ID, buildLogName); fileExists(p) {
+			im.BuildLog = p
+		}
+	}
+	return im, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // DeleteImage removes an image (files only for managed images). VMs using

@@ -37,6 +37,8 @@ type Image struct {
 	SizeBytes      int64       `json:"size_bytes"`
 	InitMode       string      `json:"init_mode,omitempty"`
 	CreatedAt      time.Time   `json:"created_at"`
+	// BuildLog is the log of `image build`, for built images (not stored).
+	BuildLog string `json:"build_log,omitempty"`
 }
 
 // Kernel is a managed kernel artifact.
