@@ -28,7 +28,7 @@ import (
 const buildLogName = "build.log"
 
 // BuildCacheDir is where image builds keep their step cache.
-func (d *Daemon) buildCacheDir() string { return filepath.Join(d.layout.CacheDir, "build") }
+func (d *Daemon) buildCacheDir() string { return d.layout.BuildCacheDir() }
 
 // BuildImage builds a Dockerfile into a new managed image: the FROM image
 // (a local image, else pulled), its steps in build VMs (see
@@ -113,7 +113,7 @@ func (d *Daemon) BuildImage(ctx context.Context, req imagebuild.APIRequest, emit
 	runner := &imagebuild.VMRunner{
 		Driver: drv, Kernel: bf.Kernel, Initrd: bf.Initrd,
 		CPUs: max(d.cfg.VMDefaults.CPUs, 2), MemoryMiB: max(d.cfg.VMDefaults.MemoryMiB, 1024),
-		RunDir: filepath.Join(d.layout.RuntimeDir, "build"),
+		RunDir: d.layout.BuildRunDir(),
 	}
 	b := &imagebuild.Builder{CacheDir: d.buildCacheDir(), Runner: runner}
 	rootfs := filepath.Join(staging, rootfsName)

@@ -111,6 +111,12 @@ func (l Layout) OCICacheDir() string { return filepath.Join(l.CacheDir, "oci") }
 // InitrdCacheDir caches generated initrds per kernel and agent version.
 func (l Layout) InitrdCacheDir() string { return filepath.Join(l.CacheDir, "initrd") }
 
+// BuildCacheDir holds the step cache of `image build`.
+func (l Layout) BuildCacheDir() string { return filepath.Join(l.CacheDir, "build") }
+
+// BuildRunDir holds the sockets and logs of build VMs.
+func (l Layout) BuildRunDir() string { return filepath.Join(l.RuntimeDir, "build") }
+
 // PublishedDirs are the directories whose "*.staging" leftovers the daemon
 // removes at startup.
 func (l Layout) PublishedDirs() []string {
