@@ -24,6 +24,9 @@ type rawSpec struct {
 	accel                []string
 	kernel, initrd, args string
 	base                 string
+	// diskOpts are the -drive options after the file of the overlay and
+	// work disks (format, cache and discard settings).
+	diskOpts string
 }
 
 // qemuSpec boots a reference VM and reads its QEMU command line.
@@ -67,9 +70,14 @@ func qemuSpec(ctx context.Context, e *env) (rawSpec, error) {
 				f, _, _ := strings.Cut(strings.TrimPrefix(v, "id=vda,file="), ",format=")
 				s.base = f
 			}
+			if strings.HasPrefix(v, "id=vdb,") {
+				if i := strings.Index(v, ",format="); i > 0 {
+					s.diskOpts = v[i:]
+				}
+			}
 		}
 	}
-	if s.kernel == "" || s.base == "" || s.args == "" {
+	if s.kernel == "" || s.base == "" || s.args == "" || s.diskOpts == "" {
 		return s, fmt.Errorf("could not read the reference QEMU command line: %q", argv)
 	}
 	return s, nil
@@ -113,8 +121,8 @@ func rawBoot(ctx context.Context, s rawSpec) (rawTimes, error) {
 		"-serial", "file:"+filepath.Join(dir, "console.log"),
 		"-kernel", s.kernel, "-initrd", s.initrd, "-append", s.args,
 		"-drive", "id=vda,file="+s.base+",format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=vda",
-		"-drive", "id=vdb,file="+overlay+",format=raw,if=none", "-device", "virtio-blk-device,drive=vdb",
-		"-drive", "id=vdc,file="+work+",format=raw,if=none", "-device", "virtio-blk-device,drive=vdc",
+		"-drive", "id=vdb,file="+overlay+s.diskOpts, "-device", "virtio-blk-device,drive=vdb",
+		"-drive", "id=vdc,file="+work+s.diskOpts, "-device", "virtio-blk-device,drive=vdc",
 		"-device", "virtio-serial-device",
 		"-chardev", "socket,id=agent,path="+sock+",server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name="+qemu.AgentPortName)
