@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
@@ -40,6 +41,9 @@ func Export(ctx context.Context, guestTar io.Reader, opts ExportOptions, out io.
 	}
 	if opts.Base == "" {
 		opts.Base = "HEAD"
+	}
+	if _, err := exec.LookPath("git"); err != nil {
+		return errkind.New(errkind.Unavailable, "exporting a workspace needs git on the host (apt-get install git)")
 	}
 	tmp, err := os.MkdirTemp("", "banger-export-")
 	if err != nil {
