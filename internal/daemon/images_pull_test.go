@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/config"
@@ -218,5 +219,51 @@ func TestStartupRemovesPublishedDirWithoutRow(t *testing.T) {
 	}
 	if _, err := os.Stat(im.RootfsPath); err != nil {
 		t.Fatalf("recorded image removed: %v", err)
+	}
+}
+
+// TestConcurrentPullsSameName: two pulls of one name at once — one wins,
+// the other gets already_exists, and nothing leaks.
+func TestConcurrentPullsSameName(t *testing.T) {
+	d := newTestDaemon(t)
+	var calls atomic.Int32
+	inner := fixturePull(&calls)
+	release := make(chan struct{})
+	d.pullAndFlatten = func(ctx context.Context, ref, rootfs string, emit func(api.Event)) (pulledImage, error) {
+		<-release
+		return inner(ctx, ref, rootfs, emit)
+	}
+	k := fakeKernel(t)
+	errs := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			_, err := d.PullImage(context.Background(), api.ImagePullRequest{Ref: "busybox", KernelPath: k}, func(api.Event) {})
+			errs <- err
+		}()
+	}
+	// Let both reach the seam (or be refused), then let the download finish.
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	var ok, exists int
+	for i := 0; i < 2; i++ {
+		err := <-errs
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, errkind.AlreadyExists):
+			exists++
+		default:
+			t.Fatalf("unexpected error: %v", err)
+		}
+	}
+	if ok != 1 || exists != 1 {
+		t.Fatalf("ok=%d exists=%d", ok, exists)
+	}
+	if left := stagingLeft(t, d); len(left) > 0 {
+		t.Fatalf("staging left: %v", left)
+	}
+	entries, _ := os.ReadDir(d.layout.ImagesDir())
+	if len(entries) != 1 {
+		t.Fatalf("images dir has %d entries, want 1", len(entries))
 	}
 }
