@@ -44,7 +44,7 @@ step() {
 	st=PASS
 	[ $rc = 0 ] || st=FAIL
 	say "$st $name rc=$rc time=$(elapsed "$t0" "$(up)")"
-	grep -E -- '^ *--- (PASS|FAIL|SKIP)|boot returned|poweroff to exit|shutdown took|junk kernel|^cycle:' $res/$name.log |
+	grep -E -- '^ *--- (PASS|FAIL|SKIP)|boot returned|poweroff to exit|shutdown took|junk kernel|^cycle:|^net:' $res/$name.log |
 		sed "s/^/  $name: /" | tee -a $res/summary.txt | sed 's/^/LAB /'
 	[ $st = PASS ] || tail -n 40 $res/$name.log | sed "s/^/LAB   $name| /"
 }
@@ -125,5 +125,88 @@ cycle() {
 	banger daemon stop || true
 }
 want cycle && step cycle cycle
+
+# The network check: bangerd's own host networking (bridge banger0, a tap
+# per VM, nftables) inside L1, a Firecracker VM with --net private on it.
+# L1 has no upstream, so what counts is host<->guest over the bridge: the
+# guest's address, ping both ways, an HTTP fetch from a guest httpd, and
+# the .vm name on the daemon's DNS (guest-side and host-side listeners).
+net_vm() {
+	vm=$1
+	t=$(up)
+	banger vm create --name $vm --vmm firecracker --memory 256 --net private || { banger vm logs $vm | tail -n 30; return 1; }
+	echo "net: $vm vm create $(elapsed "$t" "$(up)")"
+	banger vm show $vm | tee /tmp/show
+	ip=$(awk '$1 == "ip" { print $2 }' /tmp/show)
+	grep -Eq 'net[[:space:]]+private' /tmp/show || { echo "net: $vm is not on --net private"; return 1; }
+	case $ip in 172.30.0.*) ;; *) echo "net: $vm has no bridge address ($ip)"; return 1 ;; esac
+	gw=172.30.0.1
+	ls -l /sys/class/net/ | grep -o 'banger0-[0-9]*' | sort -u | tr '\n' ' '
+	echo "(taps)"
+	banger vm exec $vm -- ip -4 addr show dev eth0 || return 1
+	t=$(up)
+	ping -c 3 -W 5 $ip || { echo "net: host cannot ping $vm at $ip"; return 1; }
+	echo "net: $vm host->guest ping ok $(elapsed "$t" "$(up)")"
+	banger vm exec $vm -- ping -c 2 -W 5 $gw || { echo "net: $vm cannot ping the host at $gw"; return 1; }
+	echo "net: $vm guest->host ping ok"
+	banger vm exec $vm -- sh -c "mkdir -p /tmp/www && echo banger-net-$vm >/tmp/www/index.html && httpd -p 8080 -h /tmp/www" || return 1
+	t=$(up)
+	got=""
+	for i in 1 2 3 4 5; do
+		got=$(wget -q -T 5 -O - http://$ip:8080/index.html) && break
+		sleep 1
+	done
+	[ "$got" = "banger-net-$vm" ] || { echo "net: http://$ip:8080/ from the host gave '$got'"; return 1; }
+	echo "net: $vm host->guest http ok $(elapsed "$t" "$(up)")"
+	# .vm names: the guest listener on the bridge, the host one on loopback.
+	if nslookup $vm.vm $gw >/tmp/ns 2>&1 && grep -q "$ip" /tmp/ns; then
+		echo "net: $vm.vm resolves to $ip on $gw:53"
+	else
+		cat /tmp/ns
+		echo "net: $vm.vm does not resolve on $gw:53"
+		return 1
+	fi
+	if nslookup $vm.vm 127.0.0.1:42069 >/tmp/ns 2>&1 && grep -q "$ip" /tmp/ns; then
+		echo "net: $vm.vm resolves to $ip on 127.0.0.1:42069"
+	else
+		cat /tmp/ns
+		echo "net: $vm.vm does not resolve on the host listener (not fatal)"
+	fi
+	if banger vm exec $vm -- nslookup $vm.vm >/tmp/ns 2>&1 && grep -q "$ip" /tmp/ns; then
+		echo "net: $vm.vm resolves to $ip inside the guest"
+	else
+		cat /tmp/ns
+		echo "net: $vm.vm does not resolve inside the guest"
+		return 1
+	fi
+	t=$(up)
+	banger vm stop $vm || return 1
+	echo "net: $vm vm stop $(elapsed "$t" "$(up)")"
+	banger vm delete $vm || return 1
+	echo "net: $vm private networking ok"
+}
+net() {
+	export BANGER_HOME=/root/bh BANGER_DAEMON_BIN=/lab/bin/bangerd
+	mkdir -p /run/lock $BANGER_HOME/config
+	printf 'firecracker_bin = "%s"\n' "$BANGER_FIRECRACKER_BIN" >$BANGER_HOME/config/config.toml
+	banger daemon stop >/dev/null 2>&1
+	if ! banger image show busybox >/dev/null 2>&1; then
+		deb=$(ls /var/cache/banger-test/linux-image-*.deb | head -n1)
+		banger kernel import debian-cloud --from-deb "$deb" || return 1
+		banger image register --name busybox --rootfs /lab/busybox.ext4 --kernel-ref debian-cloud || return 1
+		banger image promote busybox || return 1
+	fi
+	banger network || true
+	net_vm n-fc || return 1
+	banger daemon stop || true
+	[ -n "${BANGER_JAILER_BIN:-}" ] || return 0
+	printf 'firecracker_bin = "%s"\njailer_bin = "%s"\n' "$BANGER_FIRECRACKER_BIN" "$BANGER_JAILER_BIN" >$BANGER_HOME/config/config.toml
+	net_vm n-jail
+	rc=$?
+	banger vm delete n-jail >/dev/null 2>&1
+	banger daemon stop || true
+	return $rc
+}
+want net && step net net
 
 finish

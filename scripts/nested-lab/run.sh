@@ -6,7 +6,7 @@
 # stdout), the results disk is unpacked to OUT/results. Exits 0 when every
 # step passed.
 #   LAB_TIMEOUT  seconds before the L1 guest is killed (default 5400)
-#   LAB_STEPS    comma-separated subset of: fc-driver,qemu-conformance,cycle
+#   LAB_STEPS    comma-separated subset of: fc-driver,qemu-conformance,cycle,net
 #   LAB_MEM_MIB  L1 memory (default 4096), LAB_CPUS (default: host CPUs, max 4)
 set -euo pipefail
 out=${1:?usage: run.sh OUT}
