@@ -29,6 +29,9 @@ lint: ## gofmt + go vet
 
 bench: ## run the committed benchmarks (slow; prints ratios against the peers)
 	$(GO) run ./bench/imagepull
+	$(GO) run ./bench/vmboot
+	$(GO) run ./bench/workspace
+	$(GO) run ./bench/forward
 
 clean: ## remove build outputs
 	rm -rf $(BIN)

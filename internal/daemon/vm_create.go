@@ -164,6 +164,10 @@ func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit fun
 		State: model.StateCreated, CPUs: cpus, MemoryMiB: memMiB, DiskBytes: disk,
 		VMM: drv.Name(), Dir: final, RunDir: final, Network: netw,
 	}
+	// Hold the VM's lock from before its row exists until it is started,
+	// so no other operation (prune, delete) sees it half made.
+	unlock := d.vms.lock(id)
+	defer unlock()
 	if err := d.store.CreateVM(ctx, vm); err != nil {
 		return api.VMInfo{}, err
 	}
@@ -173,8 +177,6 @@ func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit fun
 	if req.NoStart {
 		return d.vmInfo(vm), nil
 	}
-	unlock := d.vms.lock(id)
-	defer unlock()
 	if err := d.startLocked(ctx, vm, emit, reqStart); err != nil {
 		return api.VMInfo{}, err
 	}

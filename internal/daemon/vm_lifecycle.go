@@ -203,13 +203,18 @@ func (d *Daemon) PruneVMs(ctx context.Context, dryRun bool) ([]string, error) {
 		if d.vms.get(vm.ID) != nil || vm.State == model.StateRunning || vm.State == model.StateStarting {
 			continue
 		}
-		names = append(names, vm.Name)
 		if dryRun {
+			names = append(names, vm.Name)
 			continue
 		}
 		if err := d.DeleteVM(ctx, vm.ID, false); err != nil {
+			if errors.Is(err, errkind.Conflict) || errors.Is(err, errkind.NotFound) {
+				continue // started (or deleted) meanwhile: not ours to prune
+			}
 			errs = append(errs, err)
+			continue
 		}
+		names = append(names, vm.Name)
 	}
 	sort.Strings(names)
 	return names, errors.Join(errs...)
@@ -262,4 +267,10 @@ func (d *Daemon) VMLogPath(ctx context.Context, ref string) (string, error) {
 		return "", err
 	}
 	return d.vmInfo(vm).ConsoleLog, nil
+}
+
+// VMRunning reports whether the VM's VMM process is alive.
+func (d *Daemon) VMRunning(ctx context.Context, ref string) bool {
+	vm, err := d.store.GetVM(ctx, ref)
+	return err == nil && d.vms.get(vm.ID) != nil
 }

@@ -84,8 +84,8 @@ func (s *Server) vmLogs(w http.ResponseWriter, r *http.Request) {
 			}
 			continue
 		}
-		if !follow {
-			return
+		if !follow || !s.d.VMRunning(r.Context(), r.PathValue("name")) {
+			return // at EOF: follow ends once the VM has stopped
 		}
 		if fl != nil {
 			fl.Flush()

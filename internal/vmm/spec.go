@@ -12,7 +12,7 @@ import (
 // BaseCmdline is the kernel command line every driver starts from
 // (measured in notes/boot-lab.md §5; mitigations stay on).
 const BaseCmdline = "console=ttyS0 quiet cryptomgr.notests 8250.nr_uarts=1 i8042.noaux i8042.nomux " +
-	"i8042.nopnp i8042.dumbkbd random.trust_cpu=on audit=0 nowatchdog"
+	"i8042.nopnp i8042.dumbkbd random.trust_cpu=on audit=0 nowatchdog panic=-1"
 
 // driverOwnedKeys are command-line keys the driver sets itself.
 var driverOwnedKeys = []string{"banger.chan=", "banger.exit=", "tsc_early_khz=", "console="}

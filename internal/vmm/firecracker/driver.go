@@ -236,7 +236,7 @@ func (d *Driver) Capabilities(ctx context.Context) (vmm.Capabilities, error) {
 // the guest has no keyboard and SendCtrlAltDel does nothing (measured in
 // the nested lab: with it, Ctrl+Alt+Del stops the guest in about 2 s).
 func kernelParams() []string {
-	return []string{"reboot=k", "panic=-1", "i8042.nopnp=0",
+	return []string{"reboot=k", "i8042.nopnp=0",
 		"banger.chan=vsock:" + strconv.Itoa(AgentVsockPort), "banger.exit=reboot"}
 }
 
