@@ -58,7 +58,8 @@ func (d *Driver) chrootBase(spec vmm.Spec) string {
 
 // prepareJail builds the chroot: hard links of the kernel, initrd and disks
 // (writable disks chowned to the jail user), and empty log and metrics
-// files the jailed process can write. It records the jail in the run dir.
+// files the jailed process can write, and the VM's tap handed to the jail
+// user. It records the jail in the run dir.
 func (d *Driver) prepareJail(spec vmm.Spec, bin string) (*jail, guestPaths, error) {
 	id := instanceID(spec.ID)
 	base := d.chrootBase(spec)
@@ -82,6 +83,12 @@ func (d *Driver) prepareJail(spec vmm.Spec, bin string) (*jail, guestPaths, erro
 	if err != nil {
 		j.remove(spec.RunDir)
 		return nil, guestPaths{}, err
+	}
+	if n := spec.Net; n != nil && n.Mode == vmm.NetTap {
+		if err := shareTap(n.TapName, j.UID, j.GID); err != nil {
+			j.remove(spec.RunDir)
+			return nil, guestPaths{}, err
+		}
 	}
 	return j, g, nil
 }
