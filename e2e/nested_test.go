@@ -19,7 +19,10 @@ import (
 // runs, with real KVM, the Firecracker driver tests including the vmmtest
 // conformance suite, the QEMU conformance suite for comparison, and a
 // `vm create --vmm firecracker` / `vm exec -- uname -r` / `vm stop` /
-// `vm delete` cycle through the CLI and daemon. It takes several minutes,
+// `vm delete` cycle through the CLI and daemon, and a network check: the
+// daemon's bridge, tap and nftables inside L1 with a `--net private`
+// Firecracker VM that L1 pings, fetches HTTP from and resolves as
+// NAME.vm. It takes several minutes,
 // so it only runs with BANGER_E2E_NESTED=1 and a Firecracker binary in
 // BANGER_FIRECRACKER_BIN (BANGER_JAILER_BIN adds the jailer tests).
 // BANGER_LAB_OUT keeps the lab directory (console log, per-step logs).
@@ -69,6 +72,8 @@ func TestNestedFirecracker(t *testing.T) {
 		"fc-driver:     --- PASS: TestConformance/Shutdown",
 		"fc-driver:     --- PASS: TestConformance/BadKernel",
 		"cycle: firecracker create/exec/stop/delete ok",
+		"PASS net", "net: n-fc host->guest ping ok", "net: n-fc host->guest http ok",
+		"net: n-fc.vm resolves to", "net: n-fc private networking ok",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("lab summary lacks %q", want)
@@ -136,7 +141,7 @@ func tail(path string, n int) string {
 // ("boot returned after X, agent healthy after Y") and the CLI cycle's
 // create times, one line per measurement.
 func bootTimings(summary string) []string {
-	re := regexp.MustCompile(`^\s*(fc-driver|qemu-conformance|cycle): .*(boot returned after \S+, agent healthy after \S+|poweroff to exit: \S+|shutdown took \S+|cycle: \S+ vm (create|stop) \S+)`)
+	re := regexp.MustCompile(`^\s*(fc-driver|qemu-conformance|cycle|net): .*(boot returned after \S+, agent healthy after \S+|poweroff to exit: \S+|shutdown took \S+|cycle: \S+ vm (create|stop) \S+|net: \S+ (vm (create|stop)|host->guest (ping|http) ok) \S+)`)
 	var rows []string
 	sc := bufio.NewScanner(strings.NewReader(summary))
 	for sc.Scan() {

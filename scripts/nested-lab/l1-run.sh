@@ -141,6 +141,12 @@ net_vm() {
 	grep -Eq 'net[[:space:]]+private' /tmp/show || { echo "net: $vm is not on --net private"; return 1; }
 	case $ip in 172.30.0.*) ;; *) echo "net: $vm has no bridge address ($ip)"; return 1 ;; esac
 	gw=172.30.0.1
+	if [ "$2" = jailed ]; then
+		pid=$(ps -o pid,args | awk '/firecracker/ && /--id/ && !/awk/ { print $1; exit }')
+		owner=$(awk '/^Uid:/ { print $2 }' /proc/$pid/status 2>/dev/null)
+		echo "net: $vm firecracker pid $pid runs as uid $owner"
+		[ "$owner" = 65534 ] || { echo "net: $vm is not jailed"; return 1; }
+	fi
 	ls -l /sys/class/net/ | grep -o 'banger0-[0-9]*' | sort -u | tr '\n' ' '
 	echo "(taps)"
 	banger vm exec $vm -- ip -4 addr show dev eth0 || return 1
@@ -152,8 +158,11 @@ net_vm() {
 	banger vm exec $vm -- sh -c "mkdir -p /tmp/www && echo banger-net-$vm >/tmp/www/index.html && httpd -p 8080 -h /tmp/www" || return 1
 	t=$(up)
 	got=""
+	# busybox wget crashes in L1 (static glibc meets L1's copied libraries);
+	# nc speaks plain HTTP/1.0 well enough.
 	for i in 1 2 3 4 5; do
-		got=$(wget -q -T 5 -O - http://$ip:8080/index.html) && break
+		got=$(printf 'GET /index.html HTTP/1.0\r\n\r\n' | nc -w 5 $ip 8080 | tail -n 1)
+		[ "$got" = "banger-net-$vm" ] && break
 		sleep 1
 	done
 	[ "$got" = "banger-net-$vm" ] || { echo "net: http://$ip:8080/ from the host gave '$got'"; return 1; }
@@ -201,7 +210,7 @@ net() {
 	banger daemon stop || true
 	[ -n "${BANGER_JAILER_BIN:-}" ] || return 0
 	printf 'firecracker_bin = "%s"\njailer_bin = "%s"\n' "$BANGER_FIRECRACKER_BIN" "$BANGER_JAILER_BIN" >$BANGER_HOME/config/config.toml
-	net_vm n-jail
+	net_vm n-jail jailed
 	rc=$?
 	banger vm delete n-jail >/dev/null 2>&1
 	banger daemon stop || true
