@@ -1,7 +1,8 @@
 #!/bin/bash
 # build.sh OUT — build the nested lab's L1 guest in directory OUT:
 #   OUT/vmlinux        the Debian cloud kernel (the kerneltest fixture)
-#   OUT/initrd-l1.img  banger-agent as /init plus virtio, kvm_amd and tun
+#   OUT/initrd-l1.img  banger-agent as /init plus virtio, kvm_amd, tun, bridge
+#                      and nf_tables (bangerd's host networking in L1)
 #   OUT/lab.ext4       L1 root: busybox, Firecracker (and the jailer), the
 #                      banger binaries, the driver test binaries, QEMU and
 #                      e2fsprogs with their libraries, the kernel fixture and

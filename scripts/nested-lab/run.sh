@@ -1,10 +1,10 @@
 #!/bin/bash
 # run.sh OUT — boot the L1 guest built by build.sh under QEMU TCG with
 # -cpu max (emulated AMD-V, so kvm_amd loads in L1), let l1-run.sh run the
-# Firecracker and QEMU driver tests and the CLI cycle inside it, and bring
-# the results back: the serial console goes to OUT/console.log (and
-# stdout), the results disk is unpacked to OUT/results. Exits 0 when every
-# step passed.
+# Firecracker and QEMU driver tests, the CLI cycle and the network check
+# inside it, and bring the results back: the serial console goes to
+# OUT/console.log (and stdout), the results disk is unpacked to
+# OUT/results. Exits 0 when every step passed.
 #   LAB_TIMEOUT  seconds before the L1 guest is killed (default 5400)
 #   LAB_STEPS    comma-separated subset of: fc-driver,qemu-conformance,cycle,net
 #   LAB_MEM_MIB  L1 memory (default 4096), LAB_CPUS (default: host CPUs, max 4)
