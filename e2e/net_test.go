@@ -324,10 +324,15 @@ func TestNetworking(t *testing.T) {
 	ne.serve("web", 80, "hello-from-web")
 
 	e.sub(t, "vm-to-vm-by-name", func(t *testing.T) {
-		out := e.guest("client", "nslookup", "web.vm")
-		if !strings.Contains(out, a.Network.IP) {
-			t.Fatalf("nslookup web.vm in client: %s", out)
-		}
+		// DNS is UDP: under emulation a datagram can be late or lost and
+		// busybox's nslookup does not retry, so ask again a few times.
+		eventually(t, "nslookup web.vm in client", func() error {
+			r := e.run("vm", "exec", "client", "--", "nslookup", "web.vm")
+			if !strings.Contains(r.stdout, a.Network.IP) {
+				return fmt.Errorf("exit %d: %s %s", r.code, r.stdout, r.stderr)
+			}
+			return nil
+		})
 		eventually(t, "client → web.vm:80", func() error {
 			r := e.run("vm", "exec", "client", "--", "timeout", "15", "wget", "-qO-", "http://web.vm/")
 			if r.code != 0 || strings.TrimSpace(r.stdout) != "hello-from-web" {

@@ -47,7 +47,19 @@ func (a *App) client(ctx context.Context) (*client.Client, error) {
 func probe(ctx context.Context, c *client.Client) (api.VersionInfo, error) {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	return c.Version(pctx)
+	for i := 0; ; i++ {
+		v, err := c.Version(pctx)
+		// A daemon that is dying (killed, exiting) may still accept and then
+		// reset connections for a moment: ask again before concluding.
+		if err == nil || i >= 20 || !(errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+			return v, err
+		}
+		select {
+		case <-pctx.Done():
+			return v, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // staleDaemon says why a running daemon must be replaced, or "".
