@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -123,6 +124,30 @@ func TestRun(t *testing.T) {
 		rtNoVMs(t, e)
 	})
 
+	t.Run("agent-lost-255", func(t *testing.T) {
+		cmd := exec.Command(e.bins.Banger, "vm", "run", "--rm", "--name", "lost", "--memory", vmMemMiB, "--net", "none", "--", "sleep", "60")
+		cmd.Env = e.environ()
+		var errb rtSyncBuffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		for !strings.Contains(errb.String(), "vm lost ·") { // the spec line: the VM is up
+			if time.Now().After(deadline) {
+				t.Fatalf("vm run did not start: %s", errb.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(time.Second)
+		rtMust(t, e, "vm", "kill", "lost")
+		code := exitOf(cmd.Wait())
+		if code != 255 || !strings.Contains(errb.String(), "lost the connection") || !regexpMatch(`vm lost is (stopped|error)`, errb.String()) {
+			t.Fatalf("agent lost: exit %d %s", code, errb.String())
+		}
+		rtNoVMs(t, e)
+	})
+
 	// A detached VM with the workspace serves the remaining subtests.
 	r := rtRun(t, e, nil, "vm", "run", "-d", "--name", "ws", "--memory", vmMemMiB, "--net", "none", repo)
 	if r.code != 0 || r.stdout != "ws\n" {
@@ -226,20 +251,6 @@ func TestRun(t *testing.T) {
 		}
 	})
 
-	t.Run("agent-lost-255", func(t *testing.T) {
-		cmd := exec.Command(e.bins.Banger, "vm", "exec", "ws", "--", "sleep", "60")
-		cmd.Env = e.environ()
-		var errb bytes.Buffer
-		cmd.Stderr = &errb
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Second)
-		rtMust(t, e, "vm", "kill", "ws")
-		if code := exitOf(cmd.Wait()); code != 255 || !strings.Contains(errb.String(), "lost the connection") {
-			t.Fatalf("agent lost: exit %d %s", code, errb.String())
-		}
-	})
 	rtMust(t, e, "vm", "delete", "-f", "ws")
 	rtNoVMs(t, e)
 }
@@ -439,6 +450,24 @@ func rtPTYShell(t *testing.T, e *env, repo string) {
 		t.Fatalf("shell exit status; screen:\n%s", s)
 	}
 	rtNoVMs(t, e)
+}
+
+// rtSyncBuffer is a buffer a child process writes while the test reads it.
+type rtSyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *rtSyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *rtSyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }

@@ -307,13 +307,23 @@ func (a *App) removeVM(ctx context.Context, c *client.Client, name string) {
 }
 
 // reportVMState says what became of a VM after its agent channel dropped.
+// A VM whose VMM just died is still "running" for a moment: the state is
+// polled for a few seconds until it settles.
 func (a *App) reportVMState(c *client.Client, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	vm, err := c.ShowVM(ctx, name)
-	if err != nil {
-		fmt.Fprintf(a.Stderr, "banger: vm %s: %s\n", name, oneLine(err))
-		return
+	var vm api.VMInfo
+	var err error
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		vm, err = c.ShowVM(ctx, name)
+		if err != nil {
+			fmt.Fprintf(a.Stderr, "banger: vm %s: %s\n", name, oneLine(err))
+			return
+		}
+		if vm.State != "running" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	msg := fmt.Sprintf("banger: vm %s is %s", name, vm.State)
 	if vm.LastError != "" {
