@@ -18,7 +18,6 @@ import (
 	"github.com/bangerdev/banger/internal/dockerfile"
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/ext4"
-	"github.com/bangerdev/banger/internal/fsatomic"
 	"github.com/bangerdev/banger/internal/imagebuild"
 	"github.com/bangerdev/banger/internal/imagepull"
 	"github.com/bangerdev/banger/internal/model"
@@ -87,22 +86,12 @@ func (d *Daemon) BuildImage(ctx context.Context, req imagebuild.APIRequest, emit
 		return nil, err
 	}
 
-	if !d.images.reserve(name) {
-		return nil, errkind.New(errkind.AlreadyExists, "image %q is being built", name)
+	st, err := d.stageImage(name, "built")
+	if err != nil {
+		return nil, err
 	}
-	defer d.images.unreserve(name)
-	id := newID()
-	final := filepath.Join(d.layout.ImagesDir(), id)
-	staging := final + fsatomic.StagingSuffix
-	if err := os.MkdirAll(staging, 0o755); err != nil {
-		return nil, fmt.Errorf("creating %s: %w", staging, err)
-	}
-	published := false
-	defer func() {
-		if !published {
-			os.RemoveAll(staging)
-		}
-	}()
+	defer st.done()
+	staging := st.dir
 	logf, err := os.Create(filepath.Join(staging, buildLogName))
 	if err != nil {
 		return nil, fmt.Errorf("creating the build log: %w", err)
@@ -116,7 +105,7 @@ func (d *Daemon) BuildImage(ctx context.Context, req imagebuild.APIRequest, emit
 		RunDir: d.layout.BuildRunDir(),
 	}
 	b := &imagebuild.Builder{CacheDir: d.buildCacheDir(), Runner: runner}
-	rootfs := filepath.Join(staging, rootfsName)
+	rootfs := st.rootfs()
 	t0 := time.Now()
 	res, err := b.Build(ctx, imagebuild.Request{
 		Plan: plan, Context: req.Context, Network: req.Network, Output: rootfs, Log: lw, NoCache: req.NoCache,
@@ -154,7 +143,7 @@ func (d *Daemon) BuildImage(ctx context.Context, req imagebuild.APIRequest, emit
 	fmt.Fprintf(logf, "built in %s, %d steps (%d cached), key %s\n", time.Since(t0).Round(time.Millisecond), len(res.Steps), cachedSteps(res), res.Key)
 	c := plan.Config
 	im := &model.Image{
-		ID: id, Name: name, Managed: true, SourceRef: "dockerfile:" + req.Context, ManifestDigest: "sha256:" + res.Key,
+		SourceRef: "dockerfile:" + req.Context, ManifestDigest: "sha256:" + res.Key,
 		Config:    model.ImageConfig{Env: c.Env, WorkingDir: c.WorkingDir, User: c.User, Entrypoint: c.Entrypoint, Cmd: c.Cmd, Labels: c.Labels},
 		SizeBytes: size, CreatedAt: time.Now().UTC(), InitMode: base.InitMode,
 	}
@@ -162,25 +151,11 @@ func (d *Daemon) BuildImage(ctx context.Context, req imagebuild.APIRequest, emit
 	if kin.Ref == "" {
 		kin = kernelInputs{Ref: base.KernelRef, Kernel: base.KernelPath, Initrd: base.InitrdPath, Modules: base.ModulesDir}
 	}
-	if err := stageBootArtifacts(staging, final, kin, im); err != nil {
-		return nil, err
-	}
-	im.RootfsPath = filepath.Join(final, rootfsName)
-	d.imageMu.Lock()
-	defer d.imageMu.Unlock()
-	if _, err := d.store.GetImage(ctx, name); err == nil {
-		return nil, errkind.New(errkind.AlreadyExists, "image %q already exists", name)
-	}
-	if err := os.Rename(staging, final); err != nil {
-		return nil, fmt.Errorf("publishing image %s: %w", name, err)
-	}
-	published = true
-	if err := d.store.CreateImage(context.WithoutCancel(ctx), im); err != nil {
-		os.RemoveAll(final)
+	if err := st.publish(ctx, kin, im); err != nil {
 		return nil, err
 	}
 	emit(api.Event{Stage: "done", Message: fmt.Sprintf("image %s built in %s (log: %s)", name,
-		time.Since(t0).Round(time.Millisecond), filepath.Join(final, buildLogName))})
+		time.Since(t0).Round(time.Millisecond), filepath.Join(st.final, buildLogName))})
 	return im, nil
 }
 

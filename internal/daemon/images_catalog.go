@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,7 +14,6 @@ import (
 	"github.com/bangerdev/banger/internal/bytesize"
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/ext4"
-	"github.com/bangerdev/banger/internal/fsatomic"
 	"github.com/bangerdev/banger/internal/imagecat"
 	"github.com/bangerdev/banger/internal/kernel"
 	"github.com/bangerdev/banger/internal/model"
@@ -138,25 +136,14 @@ func (d *Daemon) pullBundle(ctx context.Context, req api.ImagePullRequest, entry
 		return nil, errkind.WithHint(errkind.New(errkind.AlreadyExists, "image %q already exists", name),
 			"choose another --name or delete it with `banger image delete "+name+"`")
 	}
-	if !d.images.reserve(name) {
-		return nil, errkind.New(errkind.AlreadyExists, "image %q is being pulled", name)
+	st, err := d.stageImage(name, "pulled")
+	if err != nil {
+		return nil, err
 	}
-	defer d.images.unreserve(name)
-	id := newID()
-	final := filepath.Join(d.layout.ImagesDir(), id)
-	staging := final + fsatomic.StagingSuffix
-	if err := os.MkdirAll(staging, 0o755); err != nil {
-		return nil, fmt.Errorf("creating %s: %w", staging, err)
-	}
-	published := false
-	defer func() {
-		if !published {
-			os.RemoveAll(staging)
-		}
-	}()
+	defer st.done()
 	emit(api.Event{Stage: "downloading", Message: url, Total: entry.Size, Unit: "bytes"})
 	last := time.Time{}
-	m, err := imagecat.Fetch(ctx, url, entry, staging, imagecat.FetchOptions{Progress: func(done, total int64) {
+	m, err := imagecat.Fetch(ctx, url, entry, st.dir, imagecat.FetchOptions{Progress: func(done, total int64) {
 		if time.Since(last) > 200*time.Millisecond || done == total {
 			last = time.Now()
 			emit(api.Event{Stage: "downloading", Current: done, Total: total, Unit: "bytes"})
@@ -165,7 +152,7 @@ func (d *Daemon) pullBundle(ctx context.Context, req api.ImagePullRequest, entry
 	if err != nil {
 		return nil, fmt.Errorf("pulling %s from the catalog: %w", entry.Name, err)
 	}
-	rootfs := filepath.Join(staging, rootfsName)
+	rootfs := st.rootfs()
 	if size > 0 {
 		if size < m.RootfsSize {
 			return nil, errkind.New(errkind.InvalidArgument, "--size %s is smaller than the bundled rootfs (%s)",
@@ -178,26 +165,11 @@ func (d *Daemon) pullBundle(ctx context.Context, req api.ImagePullRequest, entry
 		size = m.RootfsSize
 	}
 	im := &model.Image{
-		ID: id, Name: name, Managed: true,
 		SourceRef:      "catalog:" + entry.Name,
 		ManifestDigest: "sha256:" + entry.SHA256,
 		Config:         m.Config, SizeBytes: size, CreatedAt: time.Now().UTC(),
 	}
-	if err := stageBootArtifacts(staging, final, kin, im); err != nil {
-		return nil, err
-	}
-	im.RootfsPath = filepath.Join(final, rootfsName)
-	d.imageMu.Lock()
-	defer d.imageMu.Unlock()
-	if _, err := d.store.GetImage(ctx, name); err == nil {
-		return nil, errkind.New(errkind.AlreadyExists, "image %q already exists", name)
-	}
-	if err := os.Rename(staging, final); err != nil {
-		return nil, fmt.Errorf("publishing image %s: %w", name, err)
-	}
-	published = true
-	if err := d.store.CreateImage(context.WithoutCancel(ctx), im); err != nil {
-		os.RemoveAll(final)
+	if err := st.publish(ctx, kin, im); err != nil {
 		return nil, err
 	}
 	emit(api.Event{Stage: "done", Message: fmt.Sprintf("image %s ready (bundle %s verified)", name, entry.SHA256[:imagecat.PrefixLen])})

@@ -3,15 +3,12 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/bytesize"
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/ext4"
-	"github.com/bangerdev/banger/internal/fsatomic"
 	"github.com/bangerdev/banger/internal/imagepull"
 	"github.com/bangerdev/banger/internal/model"
 )
@@ -122,24 +119,13 @@ func (d *Daemon) PullImage(ctx context.Context, req api.ImagePullRequest, emit f
 		return nil, err
 	}
 	// 5.
-	if !d.images.reserve(name) {
-		return nil, errkind.New(errkind.AlreadyExists, "image %q is being pulled", name)
+	st, err := d.stageImage(name, "pulled")
+	if err != nil {
+		return nil, err
 	}
-	defer d.images.unreserve(name)
-	id := newID()
-	final := filepath.Join(d.layout.ImagesDir(), id)
-	staging := final + fsatomic.StagingSuffix
-	if err := os.MkdirAll(staging, 0o755); err != nil {
-		return nil, fmt.Errorf("creating %s: %w", staging, err)
-	}
-	published := false
-	defer func() {
-		if !published {
-			os.RemoveAll(staging)
-		}
-	}()
+	defer st.done()
 	// 6–8.
-	rootfs := filepath.Join(staging, rootfsName)
+	rootfs := st.rootfs()
 	emit(api.Event{Stage: "resolving", Message: req.Ref})
 	pulled, err := d.pullAndFlatten(ctx, req.Ref, rootfs, emit)
 	if err != nil {
@@ -155,28 +141,12 @@ func (d *Daemon) PullImage(ctx context.Context, req api.ImagePullRequest, emit f
 	if err := ext4.Grow(ctx, rootfs, size, false); err != nil {
 		return nil, fmt.Errorf("sizing rootfs: %w", err)
 	}
-	// 9.
+	// 9–11.
 	im := &model.Image{
-		ID: id, Name: name, Managed: true, SourceRef: pulled.Ref, ManifestDigest: pulled.Digest,
+		SourceRef: pulled.Ref, ManifestDigest: pulled.Digest,
 		Config: pulled.Config, SizeBytes: size, CreatedAt: time.Now().UTC(),
 	}
-	if err := stageBootArtifacts(staging, final, kin, im); err != nil {
-		return nil, err
-	}
-	im.RootfsPath = filepath.Join(final, rootfsName)
-	// 10.
-	d.imageMu.Lock()
-	defer d.imageMu.Unlock()
-	if _, err := d.store.GetImage(ctx, name); err == nil {
-		return nil, errkind.New(errkind.AlreadyExists, "image %q already exists", name)
-	}
-	if err := os.Rename(staging, final); err != nil {
-		return nil, fmt.Errorf("publishing image %s: %w", name, err)
-	}
-	published = true
-	// 11.
-	if err := d.store.CreateImage(context.WithoutCancel(ctx), im); err != nil {
-		os.RemoveAll(final)
+	if err := st.publish(ctx, kin, im); err != nil {
 		return nil, err
 	}
 	emit(api.Event{Stage: "done", Message: fmt.Sprintf("image %s ready (%s)", name, bytesize.Format(pulled.TreeBytes))})
