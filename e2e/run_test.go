@@ -30,8 +30,8 @@ func TestRun(t *testing.T) {
 	repo := rtFixtureRepo(t)
 
 	t.Run("exit-status", func(t *testing.T) {
-		r := rtRun(t, e, nil, "vm", "run", "--rm", "--memory", vmMemMiB, "--net", "none", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
-		if r.code != 3 || r.stdout != "out\n" || !strings.Contains(r.stderr, "err\n") {
+		r := rtRun(t, e, nil, "vm", "run", "--rm", "--memory", vmMemMiB, "--net", "none", "--", "sh", "-c", "echo out; echo err >&2; tty -s || echo no-tty; exit 3")
+		if r.code != 3 || r.stdout != "out\nno-tty\n" || !strings.Contains(r.stderr, "err\n") {
 			t.Fatalf("exit 3: %+v", r)
 		}
 		if !regexpMatch(`(?m)^vm [a-z0-9-]+ · 1 vcpu · 512 MiB · image busybox$`, r.stderr) {

@@ -32,7 +32,7 @@ const (
 type runOpts struct {
 	create           api.VMCreateRequest
 	rm, detach       bool
-	tty              bool
+	tty, ttyAuto     bool
 	dryRun           bool
 	includeUntracked bool
 	mode             string
@@ -57,8 +57,9 @@ ignored. A directory that is not a git repository is copied whole. A
 repository with submodules is refused unless --mode full, which copies the
 directory exactly as it is. --dry-run prints the file list and creates nothing.
 
-Commands get the image's environment (PATH, Env, User) and stdin; banger
-exits with the command's status (128+N when signal N killed it, 127 when it
+Commands get the image's environment (PATH, Env, User) and stdin, and a
+terminal when banger runs in one (-t/--tty=false force it); banger exits
+with the command's status (128+N when signal N killed it, 127 when it
 does not exist in the guest, 255 when the agent channel dropped, 124 on
 --timeout). The one-line VM spec goes to stderr: stdout carries only the
 command's output. --rm deletes the VM afterwards whatever happens, Ctrl-C
@@ -92,6 +93,7 @@ included; without it the VM keeps running (banger vm delete -f NAME).`,
 				}
 				argv = nil
 			}
+			o.ttyAuto = !cmd.Flags().Changed("tty")
 			return a.runVM(cmd.Context(), o, path, argv)
 		},
 	}
@@ -108,7 +110,7 @@ included; without it the VM keeps running (banger vm delete -f NAME).`,
 	f.StringVar(&o.create.VMM, "vmm", "", "qemu or firecracker (default from config)")
 	f.BoolVar(&o.rm, "rm", false, "delete the VM when the shell or command ends (whatever the outcome, Ctrl-C included)")
 	f.BoolVarP(&o.detach, "detach", "d", false, "create the VM and copy the workspace, then return (prints the VM name)")
-	f.BoolVarP(&o.tty, "tty", "t", false, "run the command on a pseudo-terminal (interactive programs)")
+	f.BoolVarP(&o.tty, "tty", "t", false, "run on a pseudo-terminal (default: when stdin and stdout are terminals; --tty=false to refuse)")
 	f.BoolVar(&o.includeUntracked, "include-untracked", false, "also copy untracked files that are not ignored")
 	f.StringVar(&o.mode, "mode", "git", "workspace copy: git (tracked files + .git) or full (the directory as it is)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print the files that would be copied; create nothing")
@@ -218,8 +220,9 @@ func (a *App) runVM(ctx context.Context, o runOpts, path string, argv []string) 
 
 	interactive := len(argv) == 0
 	eo := execOpts{env: o.env, tty: o.tty}
-	if interactive {
-		eo.tty = a.stdinIsTerminal()
+	if o.ttyAuto {
+		// As a local command would: a terminal when the user sits at one.
+		eo.tty = a.stdinIsTerminal() && (interactive || a.stdoutIsTerminal())
 	}
 	running.Store(true)
 	code, err := a.execIn(ctx, c, name, argv, eo)
@@ -351,6 +354,11 @@ func (a *App) printDryRun(plan *workspace.Plan) error {
 
 func (a *App) stdinIsTerminal() bool {
 	f, ok := a.Stdin.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func (a *App) stdoutIsTerminal() bool {
+	f, ok := a.Stdout.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
