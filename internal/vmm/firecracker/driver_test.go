@@ -196,7 +196,8 @@ func TestBootConfigAdoptKill(t *testing.T) {
 		t.Errorf("machine config %+v", cfg.MachineConfig)
 	}
 	if bs := cfg.BootSource; bs == nil || bs.KernelImagePath != spec.Kernel ||
-		!strings.Contains(bs.BootArgs, "reboot=k panic=-1 i8042.nopnp=0") || !strings.Contains(bs.BootArgs, "banger.chan=vsock:1024") ||
+		!strings.Contains(bs.BootArgs, " panic=-1 ") || !strings.Contains(bs.BootArgs, "reboot=k i8042.nopnp=0") ||
+		!strings.Contains(bs.BootArgs, "banger.chan=vsock:1024") ||
 		!strings.Contains(bs.BootArgs, "banger.exit=reboot") || !strings.HasSuffix(bs.BootArgs, "banger.root=/dev/vda") {
 		t.Errorf("boot source %+v", bs)
 	}
