@@ -154,6 +154,23 @@ func TestCatalogBundlePull(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(e.home, "state", "images", "*.staging")); len(left) != 0 {
 		t.Fatalf("staging left: %v", left)
 	}
+	// vm run on a host without the default image pulls it from the catalog
+	// on first use, with its kernel.
+	testenv.BuildBinaries(t, testenv.PkgAgent) // beside bangerd, where the daemon finds it
+	e.must("image", "delete", "busybox")
+	cfg += "default_image = \"busybox\"\n[network]\ndisabled = true\n"
+	if err := os.WriteFile(filepath.Join(e.home, "config", "config.toml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.stopDaemon()
+	before = hits.Load()
+	out = e.must("vm", "run", "--rm", "--net", "none", "--memory", vmMemMiB, "--", "cat", "/etc/hostname")
+	if strings.TrimSpace(out) == "" || hits.Load() != before+1 {
+		t.Fatalf("vm run with a catalog default image: %q (hits %d -> %d)", out, before, hits.Load())
+	}
+	if im := e.must("image", "show", "busybox", "-o", "json"); !strings.Contains(im, "catalog:busybox") {
+		t.Fatalf("default image not pulled from the catalog: %s", im)
+	}
 	if r := e.run("image", "bundle", "busybox"); r.code == 0 || !strings.Contains(r.stderr, "--out") {
 		t.Fatalf("bundle without --out: %+v", r)
 	}

@@ -117,9 +117,19 @@ func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit fun
 	if imageRef == "" {
 		imageRef = d.cfg.DefaultImage
 	}
-	im, err := d.store.GetImage(ctx, imageRef)
+	im, err := d.imageForVM(ctx, imageRef, emit)
 	if err != nil {
-		return api.VMInfo{}, errkind.WithHint(err, "list images with `banger image list` or pull one with `banger image pull`")
+		return api.VMInfo{}, err
+	}
+	if req.Kernel != "" || im.KernelRef != "" {
+		// A kernel from the kernel catalog is pulled on first use.
+		k := req.Kernel
+		if k == "" {
+			k = im.KernelRef
+		}
+		if err := d.ensureKernel(ctx, k, emit); err != nil {
+			return api.VMInfo{}, err
+		}
 	}
 	if _, err := d.bootArtifacts(ctx, im, req.Kernel, false); err != nil {
 		return api.VMInfo{}, err
@@ -232,3 +242,26 @@ func (d *Daemon) driverNames() string {
 }
 
 var errNoKernel = errors.New("image has no kernel")
+
+// imageForVM returns the image called ref, pulling it first when it is
+// missing and names an entry of the image catalog (so `vm run` works on a
+// fresh host with a catalog default image).
+func (d *Daemon) imageForVM(ctx context.Context, ref string, emit func(api.Event)) (*model.Image, error) {
+	im, err := d.store.GetImage(ctx, ref)
+	if err == nil || !errors.Is(err, errkind.NotFound) {
+		return im, err
+	}
+	hint := errkind.WithHint(err, "list images with `banger image list` or pull one with `banger image pull`")
+	c, cerr := d.imageCatalog()
+	if cerr != nil {
+		return nil, hint
+	}
+	if res, rerr := c.Resolve(ref); rerr != nil || res.Image == nil || res.Image.Name != ref {
+		return nil, hint
+	}
+	emit(api.Event{Stage: "pull", Message: "image " + ref + " is not here yet: pulling it from the catalog"})
+	if _, err := d.PullImage(ctx, api.ImagePullRequest{Ref: ref}, emit); err != nil && !errors.Is(err, errkind.AlreadyExists) {
+		return nil, fmt.Errorf("pulling catalog image %s: %w", ref, err)
+	}
+	return d.store.GetImage(ctx, ref)
+}
