@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/initrd/cpio"
 	"github.com/bangerdev/banger/internal/kernel/kerneltest"
+	"github.com/bangerdev/banger/internal/testenv"
 	"github.com/bangerdev/banger/internal/vmm/vmmtest"
 )
 
@@ -258,6 +260,10 @@ func TestVMBootFailures(t *testing.T) {
 	vmlinux := kerneltest.DebianCloudKernel(t).Vmlinux
 	e.must("image", "register", "--name", "notkernel", "--rootfs", base, "--kernel", junk)
 	e.must("image", "register", "--name", "badinitrd", "--rootfs", base, "--kernel", vmlinux, "--initrd", junk)
+	// A guest that boots fine but never runs the agent: busybox init as /init.
+	hang := filepath.Join(dir, "hang.img")
+	writeHangingInitrd(t, hang)
+	e.must("image", "register", "--name", "hanging", "--rootfs", base, "--kernel", vmlinux, "--initrd", hang)
 
 	e.sub(t, "not a kernel", func(t *testing.T) {
 		r := e.run("vm", "create", "--name", "nk", "--image", "notkernel", "--memory", vmMemory, "--net", "none")
@@ -276,11 +282,40 @@ func TestVMBootFailures(t *testing.T) {
 		e.assertNoLeaks(vm, nil)
 	})
 
-	e.sub(t, "never answers", func(t *testing.T) {
+	e.sub(t, "corrupt initrd", func(t *testing.T) {
 		start := time.Now()
 		r := e.run("vm", "create", "--name", "mute", "--image", "badinitrd", "--memory", vmMemory, "--net", "none")
 		took := time.Since(start)
 		vm := e.showVM("mute")
+		if r.code == 0 || !strings.Contains(r.stderr, "did not come up") || !strings.Contains(r.stderr, vm.ConsoleLog) {
+			t.Fatalf("create with a corrupt initrd: %+v", r)
+		}
+		// The kernel panics (panic=-1) and the VMM exits: no need to wait
+		// for the agent timeout.
+		if took > timeout+20*time.Second {
+			t.Errorf("failed after %v with a %v agent timeout", took, timeout)
+		}
+		if vm.State != "error" || !strings.Contains(vm.LastError, vm.ConsoleLog) {
+			t.Fatalf("vm after the failed boot: %+v", vm)
+		}
+		if pids := qemuPIDs(vm.Dir); len(pids) != 0 {
+			t.Fatalf("QEMU left: %v", pids)
+		}
+		assertNoSockets(t, vm.Dir)
+		// The console shows why: the kernel could not use the initrd.
+		logs := e.must("vm", "logs", "mute")
+		if !strings.Contains(logs, "Kernel panic") && !strings.Contains(logs, "nitramfs") {
+			t.Fatalf("console log of the failed boot:\n%s", logs)
+		}
+		e.must("vm", "delete", "mute")
+		e.assertNoLeaks(vm, nil)
+	})
+
+	e.sub(t, "never answers", func(t *testing.T) {
+		start := time.Now()
+		r := e.run("vm", "create", "--name", "silent", "--image", "hanging", "--memory", vmMemory, "--net", "none")
+		took := time.Since(start)
+		vm := e.showVM("silent")
 		if r.code == 0 || !strings.Contains(r.stderr, "did not come up") || !strings.Contains(r.stderr, vm.ConsoleLog) {
 			t.Fatalf("create that never answers: %+v", r)
 		}
@@ -294,14 +329,36 @@ func TestVMBootFailures(t *testing.T) {
 			t.Fatalf("QEMU left after the timeout: %v", pids)
 		}
 		assertNoSockets(t, vm.Dir)
-		// The console shows why: the kernel could not use the initrd.
-		logs := e.must("vm", "logs", "mute")
-		if !strings.Contains(logs, "Kernel panic") && !strings.Contains(logs, "nitramfs") {
-			t.Fatalf("console log of the failed boot:\n%s", logs)
-		}
-		e.must("vm", "delete", "mute")
+		e.must("vm", "delete", "silent")
 		e.assertNoLeaks(vm, nil)
 	})
+}
+
+// writeHangingInitrd writes an initrd whose /init is busybox's init: the
+// guest boots and idles but never answers the host.
+func writeHangingInitrd(t *testing.T, path string) {
+	t.Helper()
+	bb, err := os.ReadFile(testenv.BusyboxBinary)
+	if err != nil {
+		t.Skipf("busybox-static: %v", err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := cpio.NewWriter(f)
+	for _, step := range []func() error{
+		func() error { return w.Dir("dev", 0o755) },
+		func() error { return w.CharDev("dev/console", 0o600, 5, 1) },
+		func() error { return w.Dir("proc", 0o755) },
+		func() error { return w.File("init", 0o755, bb) },
+		w.Close,
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
