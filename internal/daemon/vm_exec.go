@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"io"
 	"strings"
 
 	"github.com/bangerdev/banger/internal/agentclient"
@@ -27,7 +29,24 @@ func (d *Daemon) OpenExec(ctx context.Context, ref string, req agentproto.ExecRe
 		req = applyImageConfig(req, im.Config, vm.Workspace)
 	}
 	ec, err := c.OpenExec(ctx, req)
+	if err != nil && staleSession(c, err) {
+		// The cached session died under us (the guest reset its end, say
+		// after a daemon restart): nothing started, so dial afresh once.
+		if rt := d.vms.get(vm.ID); rt != nil {
+			rt.closeAgent()
+		}
+		if c, err = d.agentFor(ctx, vm); err == nil {
+			ec, err = c.OpenExec(ctx, req)
+		}
+	}
 	return ec, vm, err
+}
+
+// staleSession reports whether an operation failed because the agent
+// session itself is gone, rather than because the guest refused it.
+func staleSession(c *agentclient.Client, err error) bool {
+	return closed(c.Done()) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.HasSuffix(err.Error(), "EOF")
 }
 
 // applyImageConfig fills an exec request from the image config and workspace.
