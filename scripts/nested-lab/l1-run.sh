@@ -53,6 +53,10 @@ step() {
 steps=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^lab.steps=//p' | tr ',' ' ')
 want() { [ -z "$steps" ] || echo " $steps " | grep -q " $1 "; }
 
+# bangerd takes its bridge lock in /run/lock; without it the daemon runs
+# without host networking (VMs get --net none).
+mkdir -p /run/lock
+
 # /tmp is a nodev tmpfs: the jailer's chroot needs device nodes, and L2
 # disks are better on the (sparse) overlay disk than in L1's memory.
 mkdir -p /root/tmp
@@ -106,7 +110,14 @@ cycle() {
 	mkdir -p $BANGER_HOME/config
 	printf 'firecracker_bin = "%s"\njailer_bin = "%s"\n' "$BANGER_FIRECRACKER_BIN" "$BANGER_JAILER_BIN" >$BANGER_HOME/config/config.toml
 	t=$(up)
-	banger vm create --name c-jailed --vmm firecracker --memory 256 || { banger vm logs c-jailed; return 1; }
+	if ! banger vm create --name c-jailed --vmm firecracker --memory 256; then
+		banger vm logs c-jailed
+		for f in $(find $BANGER_HOME -name 'firecracker*.log'); do
+			echo "== $f"
+			tail -n 30 $f
+		done
+		return 1
+	fi
 	echo "cycle: jailed firecracker vm create $(elapsed "$t" "$(up)")"
 	pid=$(ps -o pid,args | awk '/firecracker/ && /--id/ && !/awk/ { print $1; exit }')
 	owner=$(awk '/^Uid:/ { print $2 }' /proc/$pid/status 2>/dev/null)
@@ -196,7 +207,7 @@ net_vm() {
 }
 net() {
 	export BANGER_HOME=/root/bh BANGER_DAEMON_BIN=/lab/bin/bangerd
-	mkdir -p /run/lock $BANGER_HOME/config
+	mkdir -p $BANGER_HOME/config
 	printf 'firecracker_bin = "%s"\n' "$BANGER_FIRECRACKER_BIN" >$BANGER_HOME/config/config.toml
 	banger daemon stop >/dev/null 2>&1
 	if ! banger image show busybox >/dev/null 2>&1; then
