@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/bangerdev/banger/internal/client"
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/fsatomic"
+	"github.com/bangerdev/banger/internal/paths"
 )
 
 // Files of banger's SSH identity, in the state dir's ssh/ directory.
@@ -125,14 +127,14 @@ func (a *App) systemSSH(ctx context.Context, vm api.VMInfo, args []string, force
 		return err
 	}
 	known := filepath.Join(a.Layout.SSHDir(), sshKnownHosts)
-	alias := vm.Name + ".vm"
+	alias := hostAlias(vm.Name)
 	if err := forgetReplacedHostKey(a.Layout.SSHDir(), alias, vm.ID); err != nil {
 		return err
 	}
 	argv := append([]string{
 		"-i", key, "-o", "IdentitiesOnly=yes", "-o", "User=root",
 		"-o", "UserKnownHostsFile=" + known, "-o", "StrictHostKeyChecking=accept-new",
-		"-o", "HostKeyAlias=" + alias, vm.Network.IP,
+		"-o", "HashKnownHosts=no", "-o", "HostKeyAlias=" + alias, vm.Network.IP,
 	}, args...)
 	cmd := exec.CommandContext(ctx, bin, argv...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = a.Stdin, a.Stdout, a.Stderr
@@ -170,6 +172,10 @@ func (a *App) authorizeKey(ctx context.Context, c *client.Client, name string) e
 	}
 	return nil
 }
+
+// Entries of banger's known_hosts are never hashed (HashKnownHosts no,
+// whatever the system ssh_config says) so that forgetReplacedHostKey can
+// find them by name.
 
 // forgetReplacedHostKey drops the known_hosts entry of alias when it was
 // learnt from another VM of the same name (deleted and created again), so
@@ -271,7 +277,11 @@ func (a *App) sshConfigCommand() *cobra.Command {
 		Long: `ssh-config writes banger's ssh_config (in banger's config directory) for
 hosts NAME.vm: user root, banger's own key (generated on first use) and a
 known_hosts file that trusts each VM's host key on first use. It needs VMs
-with a network address, NAME.vm resolving to it, and sshd in the image.
+with a network address and sshd in the image.
+
+NAME.vm need not resolve on the host: the config's ProxyCommand runs
+banger, which asks the daemon for the VM's address, authorizes banger's key
+in the guest through its agent, and connects to port 22 there.
 
 ~/.ssh/config is changed only with --install, which adds an Include line
 inside a marked block (again: replaced, not duplicated); --uninstall removes
@@ -309,7 +319,11 @@ the block.`,
 			if err := os.MkdirAll(a.Layout.ConfigDir, 0o755); err != nil {
 				return fmt.Errorf("creating %s: %w", a.Layout.ConfigDir, err)
 			}
-			if err := fsatomic.WriteFile(confPath, []byte(sshConfigText(key, filepath.Join(a.Layout.SSHDir(), sshKnownHosts))), 0o644); err != nil {
+			proxy, err := proxyCommand()
+			if err != nil {
+				return err
+			}
+			if err := fsatomic.WriteFile(confPath, []byte(sshConfigText(key, filepath.Join(a.Layout.SSHDir(), sshKnownHosts), proxy)), 0o644); err != nil {
 				return err
 			}
 			if install {
@@ -331,10 +345,11 @@ the block.`,
 	}
 	cmd.Flags().BoolVar(&install, "install", false, "include it from ~/.ssh/config (inside a marked block)")
 	cmd.Flags().BoolVar(&uninstall, "uninstall", false, "remove banger's block from ~/.ssh/config")
+	cmd.AddCommand(a.sshProxyCommand())
 	return cmd
 }
 
-func sshConfigText(key, known string) string {
+func sshConfigText(key, known, proxy string) string {
 	return fmt.Sprintf(`# Written by `+"`banger ssh-config`"+`; rewritten on every run.
 Host *.vm
     User root
@@ -342,8 +357,91 @@ Host *.vm
     IdentitiesOnly yes
     UserKnownHostsFile %s
     StrictHostKeyChecking accept-new
+    HashKnownHosts no
+    ProxyCommand %s
     LogLevel ERROR
-`, quoteSSH(key), quoteSSH(known))
+`, quoteSSH(key), quoteSSH(known), proxy)
+}
+
+// proxyCommand is the ssh_config ProxyCommand running this banger binary
+// (with the BANGER_HOME it was written under) as `ssh-config proxy`.
+func proxyCommand() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("finding banger's own binary: %w", err)
+	}
+	cmd := quoteShell(exe) + " ssh-config proxy %n %p"
+	if h := os.Getenv(paths.EnvHome); h != "" {
+		cmd = "env " + quoteShell(paths.EnvHome+"="+h) + " " + cmd
+	}
+	return cmd, nil
+}
+
+// quoteShell quotes s for sh when it holds anything but plain path bytes.
+// A '%' is doubled: ssh expands %-tokens in ProxyCommand.
+func quoteShell(s string) string {
+	s = strings.ReplaceAll(s, "%", "%%")
+	if strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:,@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// hostAlias is the name a VM's host key is recorded under in banger's
+// known_hosts: NAME.vm, lower-cased as ssh does with host names.
+func hostAlias(name string) string { return strings.ToLower(name) + ".vm" }
+
+// sshProxyCommand is the ProxyCommand of banger's ssh_config: it looks up
+// NAME.vm's address through the daemon, authorizes banger's key in the
+// guest, and relays stdin/stdout to the guest's port.
+func (a *App) sshProxyCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:    "proxy NAME.vm PORT",
+		Short:  "Connect ssh to a VM (the ProxyCommand of banger's ssh_config)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			name := strings.TrimSuffix(args[0], ".vm")
+			c, err := a.client(ctx)
+			if err != nil {
+				return err
+			}
+			vm, err := c.ShowVM(ctx, name)
+			if err != nil {
+				return err
+			}
+			if vm.State != "running" {
+				return errkind.WithHint(errkind.New(errkind.Conflict, "vm %s is %s", vm.Name, vm.State),
+					"start it with `banger vm start "+vm.Name+"`")
+			}
+			if vm.Network.IP == "" {
+				return errkind.WithHint(errkind.New(errkind.Conflict, "vm %s has no network address", vm.Name),
+					"create it with a network (--net nat), or use `banger vm ssh "+vm.Name+"` (the guest agent)")
+			}
+			if err := forgetReplacedHostKey(a.Layout.SSHDir(), hostAlias(args[0]), vm.ID); err != nil {
+				return err
+			}
+			if err := a.authorizeKey(ctx, c, vm.Name); err != nil {
+				// The user may have a key of their own in the image: go on.
+				fmt.Fprintf(a.Stderr, "banger: %v\n", err)
+			}
+			conn, err := (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, "tcp", net.JoinHostPort(vm.Network.IP, args[1]))
+			if err != nil {
+				return fmt.Errorf("connecting to %s: %w", vm.Name, err)
+			}
+			defer conn.Close()
+			go func() {
+				_, _ = io.Copy(conn, a.Stdin)
+				if tc, ok := conn.(*net.TCPConn); ok {
+					_ = tc.CloseWrite()
+				}
+			}()
+			// The guest closing the connection ends the session.
+			_, err = io.Copy(a.Stdout, conn)
+			return err
+		},
+	}
 }
 
 func quoteSSH(p string) string {
