@@ -1,0 +1,263 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/testenv"
+)
+
+// debianMirror is the first Debian archive URI of the host's apt sources
+// (deb.debian.org when none is found).
+func debianMirror() string {
+	for _, f := range []string{"/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(strings.NewReader(string(b)))
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			switch {
+			case len(f) >= 2 && f[0] == "URIs:" && !strings.Contains(f[1], "security"):
+				return f[1]
+			case len(f) >= 3 && f[0] == "deb" && !strings.Contains(f[1], "security") && strings.HasPrefix(f[1], "http"):
+				return f[1]
+			}
+		}
+	}
+	return "http://deb.debian.org/debian"
+}
+
+// sshdImage returns a Debian bookworm minbase ext4 with systemd and
+// openssh-server, built with debootstrap on first use and cached in the
+// test cache. It skips the test when debootstrap cannot reach the mirror.
+func sshdImage(t *testing.T) string {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequireBinary(t, "debootstrap")
+	testenv.RequireBinary(t, "mkfs.ext4")
+	dir, err := testenv.CacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "e2e-bookworm-sshd.ext4")
+	lockf, err := os.OpenFile(img+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lockf.Close()
+	if err := syscall.Flock(int(lockf.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(img); err == nil {
+		return img
+	}
+	tree, err := os.MkdirTemp(dir, ".debootstrap-sshd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(tree)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	start := time.Now()
+	mirror := debianMirror()
+	out, err := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include=openssh-server,systemd-sysv,iproute2",
+		"bookworm", tree, mirror).CombinedOutput()
+	if err != nil {
+		s := string(out)
+		if len(s) > 2000 {
+			s = s[len(s)-2000:]
+		}
+		t.Skipf("debootstrap from %s failed (mirror unreachable?): %v\n%s", mirror, err, s)
+	}
+	tmp := img + ".tmp"
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "bookworm-sshd", "-d", tree, tmp, "1G").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	if err := os.Rename(tmp, img); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("built %s in %v", img, time.Since(start).Round(time.Second))
+	return img
+}
+
+// waitSSHBanner waits until addr answers with an SSH banner.
+func waitSSHBanner(t *testing.T, addr string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err == nil {
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			line, rerr := bufio.NewReader(conn).ReadString('\n')
+			conn.Close()
+			if rerr == nil && strings.HasPrefix(line, "SSH-2.0-") {
+				return
+			}
+			err = fmt.Errorf("banner %q: %v", line, rerr)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sshd at %s did not answer in %v: %v", addr, timeout, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// TestSSH drives `banger vm ssh` and `banger ssh-config` through the real
+// OpenSSH client against a Debian guest running sshd on a NAT network.
+func TestSSH(t *testing.T) {
+	testenv.RequireBinary(t, "ssh")
+	img := sshdImage(t)
+	ne := newNetEnv(t)
+	e := ne.env
+	e.must("image", "register", "--name", "sshd", "--rootfs", img, "--kernel-ref", "cloud")
+
+	start := time.Now()
+	var vm api.VMInfo
+	if err := json.Unmarshal([]byte(e.must("vm", "create", "--name", "s1", "--image", "sshd", "--memory", vmMemory, "--net", "nat", "-o", "json")), &vm); err != nil {
+		t.Fatal(err)
+	}
+	if vm.Network.IP == "" {
+		t.Fatalf("vm has no address: %+v", vm.Network)
+	}
+	t.Cleanup(func() { e.run("vm", "delete", "-f", "s1") })
+	t.Logf("vm create (agent up): %v", time.Since(start).Round(time.Millisecond))
+	waitSSHBanner(t, net.JoinHostPort(vm.Network.IP, "22"), 3*time.Minute)
+	t.Logf("sshd answering: %v after create", time.Since(start).Round(time.Millisecond))
+
+	sshDir := filepath.Join(e.home, "state", "ssh")
+	known := filepath.Join(sshDir, "known_hosts")
+	if _, err := os.Stat(known); err == nil {
+		t.Fatal("known_hosts exists before the first ssh")
+	}
+	guestKey := strings.Fields(e.guest("s1", "cat", "/etc/ssh/ssh_host_ed25519_key.pub"))
+	// $SSH_CONNECTION is set by sshd only: "client port server 22".
+	probe := "echo hi $SSH_CONNECTION"
+	viaSSH := func(t *testing.T, r result) {
+		t.Helper()
+		f := strings.Fields(r.stdout)
+		if r.code != 0 || len(f) != 5 || f[0] != "hi" || f[3] != vm.Network.IP || f[4] != "22" {
+			t.Fatalf("not through sshd: %+v\n%s", r, e.daemonLog())
+		}
+	}
+
+	e.sub(t, "vm-ssh-first-use", func(t *testing.T) {
+		t0 := time.Now()
+		r := e.run("vm", "ssh", "s1", "--", probe)
+		t.Logf("first vm ssh (key authorized through the agent, host key learnt): %v", time.Since(t0).Round(time.Millisecond))
+		viaSSH(t, r)
+		b, err := os.ReadFile(known)
+		if err != nil {
+			t.Fatalf("known_hosts after first use: %v", err)
+		}
+		if want := "s1.vm " + guestKey[0] + " " + guestKey[1]; !strings.Contains(string(b), want) {
+			t.Fatalf("known_hosts lacks %q:\n%s", want, b)
+		}
+		auth := e.guest("s1", "cat", "/root/.ssh/authorized_keys")
+		pub, _ := os.ReadFile(filepath.Join(sshDir, "id_ed25519.pub"))
+		if strings.Count(auth, strings.TrimSpace(string(pub))) != 1 {
+			t.Fatalf("authorized_keys %q lacks banger's key %q once", auth, pub)
+		}
+	})
+
+	e.sub(t, "vm-ssh-reuses-known-host", func(t *testing.T) {
+		before, _ := os.ReadFile(known)
+		t0 := time.Now()
+		viaSSH(t, e.run("vm", "ssh", "--ssh", "s1", "--", probe))
+		t.Logf("second vm ssh --ssh: %v", time.Since(t0).Round(time.Millisecond))
+		after, _ := os.ReadFile(known)
+		if string(after) != string(before) {
+			t.Fatalf("known_hosts changed on reuse:\n%s\n---\n%s", before, after)
+		}
+		auth := e.guest("s1", "cat", "/root/.ssh/authorized_keys")
+		if n := strings.Count(auth, "banger"); n != 1 {
+			t.Fatalf("banger's key authorized %d times:\n%s", n, auth)
+		}
+		// --agent bypasses sshd.
+		r := e.run("vm", "ssh", "--agent", "s1", "--", "sh", "-c", "echo ${SSH_CONNECTION:-agent}")
+		if r.code != 0 || strings.TrimSpace(r.stdout) != "agent" {
+			t.Fatalf("vm ssh --agent: %+v", r)
+		}
+	})
+
+	e.sub(t, "tofu-refuses-changed-key", func(t *testing.T) {
+		good, _ := os.ReadFile(known)
+		pub, _ := os.ReadFile(filepath.Join(sshDir, "id_ed25519.pub"))
+		f := strings.Fields(string(pub))
+		if err := os.WriteFile(known, []byte("s1.vm "+f[0]+" "+f[1]+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := e.run("vm", "ssh", "--ssh", "s1", "--", probe)
+		if r.code == 0 || strings.Contains(r.stdout, "hi") || !strings.Contains(r.stderr, "IDENTIFICATION HAS CHANGED") {
+			t.Fatalf("a changed host key was accepted: %+v", r)
+		}
+		// The same name on another VM (a deleted and recreated one) starts
+		// trust afresh: the stale key is dropped and the new one learnt.
+		ids := filepath.Join(sshDir, "known_vm_ids")
+		if err := os.WriteFile(ids, []byte("s1.vm 0123456789abcdef\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		viaSSH(t, e.run("vm", "ssh", "--ssh", "s1", "--", probe))
+		if b, _ := os.ReadFile(known); string(b) != string(good) {
+			t.Fatalf("known_hosts after a new vm of the same name:\n%s\nwant:\n%s", b, good)
+		}
+		if b, _ := os.ReadFile(ids); !strings.Contains(string(b), "s1.vm "+vm.ID) {
+			t.Fatalf("known_vm_ids: %s", b)
+		}
+	})
+
+	e.sub(t, "ssh-config", func(t *testing.T) {
+		e.must("ssh-config")
+		conf := filepath.Join(e.home, "config", "ssh_config")
+		// The ProxyCommand authorizes the key itself: drop it from the guest.
+		e.guest("s1", "rm", "/root/.ssh/authorized_keys")
+		var env []string
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "BANGER_") {
+				env = append(env, kv)
+			}
+		}
+		ssh := func(host string) result {
+			cmd := exec.Command("ssh", "-F", conf, "-o", "BatchMode=yes", host, probe)
+			cmd.Env = env // the config names banger's home itself
+			var out, errb strings.Builder
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			err := cmd.Run()
+			r := result{stdout: out.String(), stderr: errb.String()}
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				r.code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		before, _ := os.ReadFile(known)
+		t0 := time.Now()
+		viaSSH(t, ssh("s1.vm"))
+		t.Logf("ssh -F ssh_config s1.vm: %v", time.Since(t0).Round(time.Millisecond))
+		if after, _ := os.ReadFile(known); string(after) != string(before) {
+			t.Fatalf("ssh s1.vm did not reuse the host key vm ssh learnt:\n%s\n---\n%s", before, after)
+		}
+		if r := ssh("nope.vm"); r.code == 0 || !strings.Contains(r.stderr, "nope") {
+			t.Fatalf("ssh to an unknown vm: %+v", r)
+		}
+		log := e.guest("s1", "journalctl", "-u", "ssh", "--no-pager")
+		if n := strings.Count(log, "Accepted publickey for root"); n < 3 {
+			t.Fatalf("sshd logged %d key logins:\n%s", n, log)
+		}
+	})
+}
