@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -231,19 +232,7 @@ func TestSSH(t *testing.T) {
 			}
 		}
 		ssh := func(host string) result {
-			cmd := exec.Command("ssh", "-F", conf, "-o", "BatchMode=yes", host, probe)
-			cmd.Env = env // the config names banger's home itself
-			var out, errb strings.Builder
-			cmd.Stdout, cmd.Stderr = &out, &errb
-			err := cmd.Run()
-			r := result{stdout: out.String(), stderr: errb.String()}
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				r.code = ee.ExitCode()
-			} else if err != nil {
-				t.Fatal(err)
-			}
-			return r
+			return sshClient(t, env, conf, host, probe)
 		}
 		before, _ := os.ReadFile(known)
 		t0 := time.Now()
@@ -255,9 +244,77 @@ func TestSSH(t *testing.T) {
 		if r := ssh("nope.vm"); r.code == 0 || !strings.Contains(r.stderr, "nope") {
 			t.Fatalf("ssh to an unknown vm: %+v", r)
 		}
+		// --install: a user config that includes banger's (ssh reads the
+		// user's real ~/.ssh/config from the password database, so the
+		// test hands it the file with -F).
+		home := t.TempDir()
+		os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+		userConf := filepath.Join(home, ".ssh", "config")
+		os.WriteFile(userConf, []byte("Host other\n    User me\n"), 0o600)
+		if r := e.runEnv([]string{"HOME=" + home}, nil, "ssh-config", "--install"); r.code != 0 {
+			t.Fatalf("ssh-config --install: %+v", r)
+		}
+		viaSSH(t, sshClient(t, env, userConf, "s1.vm", probe))
 		log := e.guest("s1", "journalctl", "-u", "ssh", "--no-pager")
-		if n := strings.Count(log, "Accepted publickey for root"); n < 3 {
+		if n := strings.Count(log, "Accepted publickey for root"); n < 4 {
 			t.Fatalf("sshd logged %d key logins:\n%s", n, log)
 		}
 	})
+
+	e.sub(t, "interactive", func(t *testing.T) { sshInteractive(t, e, vm.Network.IP) })
+}
+
+// sshClient runs the system ssh with config conf and env against host.
+func sshClient(t *testing.T, env []string, conf, host string, argv ...string) result {
+	t.Helper()
+	cmd := exec.Command("ssh", append([]string{"-F", conf, "-o", "BatchMode=yes", host}, argv...)...)
+	cmd.Env = env // the config names banger's home itself
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// sshInteractive drives `banger vm ssh NAME` (no command: a login shell
+// over real ssh) inside tmux: the shell is sshd's, on a terminal, and the
+// remote exit status becomes banger's.
+func sshInteractive(t *testing.T, e *env, ip string) {
+	testenv.RequireBinary(t, "tmux")
+	sock := "banger-e2e-ssh-" + filepath.Base(e.home)
+	tmux := func(args ...string) string {
+		out, err := exec.Command("tmux", append([]string{"-L", sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %v %s", args, err, out)
+		}
+		return string(out)
+	}
+	shell := fmt.Sprintf("env BANGER_HOME=%s BANGER_DAEMON_BIN=%s %s vm ssh s1; echo BANGER-EXIT=$?; sleep 600", e.home, e.bins.Bangerd, e.bins.Banger)
+	tmux("new-session", "-d", "-s", "t", "-x", "120", "-y", "30", shell)
+	t.Cleanup(func() { _ = exec.Command("tmux", "-L", sock, "kill-server").Run() })
+	screen := func() string { return tmux("capture-pane", "-p", "-t", "t") }
+	waitFor := func(what string, d time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(d)
+		for !regexpMatch(what, screen()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("waiting for %q; screen:\n%s", what, screen())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitFor(`(?m)#\s*$`, time.Minute)
+	tmux("send-keys", "-t", "t", "echo conn=$SSH_CONNECTION tty=$(tty)", "Enter")
+	waitFor(`(?m)^conn=\S+ \d+ `+regexp.QuoteMeta(ip)+` 22 tty=/dev/pts/\d+\s*$`, 30*time.Second)
+	tmux("send-keys", "-t", "t", "exit 7", "Enter")
+	waitFor(`BANGER-EXIT=`, 30*time.Second)
+	if s := screen(); !strings.Contains(s, "BANGER-EXIT=7") {
+		t.Fatalf("exit status through ssh; screen:\n%s", s)
+	}
 }
