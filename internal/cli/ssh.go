@@ -381,7 +381,7 @@ func proxyCommand() (string, error) {
 // A '%' is doubled: ssh expands %-tokens in ProxyCommand.
 func quoteShell(s string) string {
 	s = strings.ReplaceAll(s, "%", "%%")
-	if strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:,@") == "" {
+	if strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:,@%") == "" {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"

@@ -61,7 +61,9 @@ func TestSSHConfigInstallUninstall(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ssh -G: %v %s", err, out)
 		}
-		for _, want := range []string{"user root", "identityfile " + key, "stricthostkeychecking accept-new"} {
+		exe, _ := os.Executable()
+		proxy := "proxycommand env BANGER_HOME=" + bhome + " " + exe + " ssh-config proxy %n %p"
+		for _, want := range []string{"user root", "identityfile " + key, "stricthostkeychecking accept-new", "hashknownhosts no", proxy} {
 			if !strings.Contains(string(out), want+"\n") {
 				t.Fatalf("ssh -G lacks %q:\n%s", want, out)
 			}
@@ -121,3 +123,17 @@ func TestExecStartStatus(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+func TestQuoteShell(t *testing.T) {
+	for in, want := range map[string]string{
+		"/usr/local/bin/banger": "/usr/local/bin/banger",
+		"BANGER_HOME=/tmp/x":    "BANGER_HOME=/tmp/x",
+		"/my dir/banger":        "'/my dir/banger'",
+		"/it's/banger":          `'/it'\''s/banger'`,
+		"/100%/banger":          "/100%%/banger",
+	} {
+		if got := quoteShell(in); got != want {
+			t.Errorf("quoteShell(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
