@@ -16,6 +16,7 @@ import (
 	"github.com/bangerdev/banger/internal/bytesize"
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/fsatomic"
+	"github.com/bangerdev/banger/internal/kernel"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/namegen"
 	"github.com/bangerdev/banger/internal/revert"
@@ -127,8 +128,13 @@ func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit fun
 		if k == "" {
 			k = im.KernelRef
 		}
-		if err := d.ensureKernel(ctx, k, emit); err != nil {
-			return api.VMInfo{}, err
+		if _, err := d.store.GetKernel(ctx, k); err != nil {
+			if _, cerr := kernel.Lookup(k); cerr != nil {
+				return api.VMInfo{}, errkind.WithHint(err, "see `banger kernel list`, or import one with `banger kernel import`")
+			}
+			if err := d.ensureKernel(ctx, k, emit); err != nil {
+				return api.VMInfo{}, err
+			}
 		}
 	}
 	if _, err := d.bootArtifacts(ctx, im, req.Kernel, false); err != nil {
