@@ -157,7 +157,8 @@ func TestSSH(t *testing.T) {
 
 	e.sub(t, "vm-ssh-first-use", func(t *testing.T) {
 		t0 := time.Now()
-		r := e.run("vm", "ssh", "s1", "--", probe)
+		// Without --ssh the words after -- are an argv, as with vm exec.
+		r := e.run("vm", "ssh", "s1", "--", "sh", "-c", probe)
 		t.Logf("first vm ssh (key authorized through the agent, host key learnt): %v", time.Since(t0).Round(time.Millisecond))
 		viaSSH(t, r)
 		b, err := os.ReadFile(known)
@@ -186,6 +187,17 @@ func TestSSH(t *testing.T) {
 		auth := e.guest("s1", "cat", "/root/.ssh/authorized_keys")
 		if n := strings.Count(auth, "banger"); n != 1 {
 			t.Fatalf("banger's key authorized %d times:\n%s", n, auth)
+		}
+		// Quoting survives the remote shell; -t gives a terminal; the
+		// command's status is banger's.
+		if r := e.run("vm", "ssh", "s1", "--", "printf", "%s|", "a b", "it's", "$HOME"); r.code != 0 || r.stdout != "a b|it's|$HOME|" {
+			t.Fatalf("argv through ssh: %+v", r)
+		}
+		if r := e.run("vm", "ssh", "-t", "s1", "--", "sh", "-c", "tty; test -n \"$SSH_CONNECTION\""); r.code != 0 || !strings.HasPrefix(r.stdout, "/dev/pts/") {
+			t.Fatalf("vm ssh -t: %+v", r)
+		}
+		if r := e.run("vm", "ssh", "s1", "--", "sh", "-c", "test -n \"$SSH_CONNECTION\" && exit 3"); r.code != 3 {
+			t.Fatalf("exit status through ssh: %+v", r)
 		}
 		// --agent bypasses sshd.
 		r := e.run("vm", "ssh", "--agent", "s1", "--", "sh", "-c", "echo ${SSH_CONNECTION:-agent}")

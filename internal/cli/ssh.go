@@ -45,14 +45,21 @@ func (a *App) vmSSHCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ssh NAME [-- COMMAND [ARGS...]]",
 		Short: "Open a shell in a running VM (or run a command there)",
-		Long: `ssh opens a login shell in a VM through its guest agent: no sshd, key or
-network needed, with a real terminal (resize, Ctrl-C and Ctrl-D as usual).
-With a command it runs it like vm exec (-t gives it a terminal).
+		Long: `ssh opens a login shell in a VM, or runs a command there (argv as with
+vm exec; -t gives it a terminal).
 
-When the VM has a network address and its image runs sshd, --ssh uses the
-system ssh client instead, with banger's own key (generated ed25519 in the
-state directory) and a known_hosts file trusting each VM's host key on first
-use; arguments after -- then go to ssh. See also banger ssh-config.`,
+When the VM has a network address and sshd answers on port 22, it goes
+through the system ssh client, with banger's own key (ed25519, generated in
+the state directory and authorized in the guest through its agent before
+ssh connects) and banger's known_hosts, which trusts each VM's host key on
+first use and refuses a changed one. Otherwise it goes through the guest
+agent: no sshd, key or network needed, still with a real terminal (resize,
+Ctrl-C and Ctrl-D as usual).
+
+--agent always uses the agent. --ssh always uses ssh (an error when the VM
+cannot be reached) and hands the arguments after -- to ssh unchanged, so
+they may be ssh options and a remote command line. See also banger
+ssh-config for plain ` + "`ssh NAME.vm`" + `.`,
 		Example: `  banger vm ssh dev
   banger vm ssh dev -- uptime
   banger vm ssh --ssh dev -- -L 8080:localhost:8080`,
@@ -81,6 +88,10 @@ use; arguments after -- then go to ssh. See also banger ssh-config.`,
 					if err != nil {
 						return err
 					}
+					if !useSSH {
+						// A command keeps its argv whichever way it goes.
+						rest = remoteCommand(rest, tty)
+					}
 					return a.systemSSH(cmd.Context(), vm, rest, useSSH)
 				}
 				// sshd answers but the key cannot be installed: use the agent.
@@ -97,6 +108,25 @@ use; arguments after -- then go to ssh. See also banger ssh-config.`,
 	cmd.Flags().BoolVar(&useSSH, "ssh", false, "use the system ssh client (needs a network address and sshd in the image)")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "run the command on a pseudo-terminal")
 	return cmd
+}
+
+// remoteCommand turns a command's argv into ssh arguments: -t when a
+// terminal is asked for (-tt: even when banger's stdin is not one, as the
+// agent does), then each word quoted for the remote shell.
+func remoteCommand(argv []string, tty bool) []string {
+	var out []string
+	if tty {
+		out = append(out, "-tt")
+	}
+	if len(argv) > 0 {
+		out = append(out, "--")
+		q := make([]string, len(argv))
+		for i, w := range argv {
+			q[i] = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+		}
+		out = append(out, strings.Join(q, " "))
+	}
+	return out
 }
 
 // sshReachable reports whether the VM answers on port 22 of its address.

@@ -137,3 +137,13 @@ func TestQuoteShell(t *testing.T) {
 		}
 	}
 }
+
+func TestRemoteCommand(t *testing.T) {
+	got := strings.Join(remoteCommand([]string{"printf", "%s|", "a b", "it's"}, true), " ")
+	if want := `-tt -- 'printf' '%s|' 'a b' 'it'\''s'`; got != want {
+		t.Errorf("remoteCommand = %s, want %s", got, want)
+	}
+	if got := remoteCommand(nil, false); len(got) != 0 {
+		t.Errorf("no command: %q", got)
+	}
+}
