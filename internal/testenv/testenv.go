@@ -118,6 +118,8 @@ var setupPackages = map[string]string{
 	"xz":                 "xz-utils",
 	"ip":                 "iproute2",
 	"nft":                "nftables",
+	"ssh":                "openssh-client",
+	"ssh-keygen":         "openssh-client",
 }
 
 // sbinDirs are searched after PATH: a non-root PATH often lacks them, yet
