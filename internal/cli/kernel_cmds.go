@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -130,14 +129,8 @@ func (a *App) kernelImportCommand() *cobra.Command {
 			if req.FromDeb == "" && req.Vmlinuz == "" && req.Vmlinux == "" {
 				return usageErrorf("give --from-deb, --vmlinuz or --vmlinux")
 			}
-			for _, p := range []*string{&req.FromDeb, &req.Vmlinuz, &req.Vmlinux, &req.Initrd, &req.ModulesDir} {
-				if *p != "" {
-					abs, err := filepath.Abs(*p)
-					if err != nil {
-						return err
-					}
-					*p = abs
-				}
+			if err := absPaths(&req.FromDeb, &req.Vmlinuz, &req.Vmlinux, &req.Initrd, &req.ModulesDir); err != nil {
+				return err
 			}
 			c, err := a.client(cmd.Context())
 			if err != nil {
