@@ -145,6 +145,14 @@ func TestSSH(t *testing.T) {
 		t.Fatal("known_hosts exists before the first ssh")
 	}
 	guestKey := strings.Fields(e.guest("s1", "cat", "/etc/ssh/ssh_host_ed25519_key.pub"))
+	// The VM got its own host keys, not the ones baked into the image.
+	baked, err := exec.Command("debugfs", "-R", "cat /etc/ssh/ssh_host_ed25519_key.pub", img).Output()
+	if err != nil || len(guestKey) < 2 {
+		t.Fatalf("reading host keys: %v %q", err, guestKey)
+	}
+	if strings.Contains(string(baked), guestKey[1]) {
+		t.Fatalf("vm s1 kept the image's host key %s", guestKey[1])
+	}
 	// $SSH_CONNECTION is set by sshd only: "client port server 22".
 	probe := "echo hi $SSH_CONNECTION"
 	viaSSH := func(t *testing.T, r result) {

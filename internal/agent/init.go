@@ -124,6 +124,9 @@ func (in *initProc) boot() error {
 		devLinks()
 	}
 	in.identity()
+	if in.cfg.Root != "" {
+		sshHostKeys("/", in.cfg.Overlay, in.log.Logf)
+	}
 	if err := configureNetwork(in.cfg, in.log.Logf); err != nil {
 		in.log.Logf("network: %v", err)
 	}
