@@ -9,7 +9,6 @@
 package firecracker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -411,17 +410,4 @@ func (d *Driver) Adopt(ctx context.Context, spec vmm.Spec, id vmm.Identity) (vmm
 		return nil, err
 	}
 	return newInstance(id, layoutOf(id, j), j, p), nil
-}
-
-// logTail returns the last lines of a log file on one line.
-func logTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil || len(bytes.TrimSpace(b)) == 0 {
-		return ""
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "; ")
 }

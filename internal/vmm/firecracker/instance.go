@@ -2,10 +2,8 @@ package firecracker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"syscall"
 
@@ -98,12 +96,7 @@ func (in *instance) Shutdown(ctx context.Context) error {
 }
 
 // Kill signals Firecracker. Killing an exited process is not an error.
-func (in *instance) Kill(sig syscall.Signal) error {
-	if err := in.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	return nil
-}
+func (in *instance) Kill(sig syscall.Signal) error { return in.proc.Kill(sig) }
 
 // Wait implements vmm.Instance.
 func (in *instance) Wait(ctx context.Context) (vmm.ExitStatus, error) {
@@ -125,14 +118,14 @@ func (in *instance) startFailure() error {
 // its stderr goes).
 func (in *instance) logTails() string {
 	var s string
-	t := logTail(in.files.Log, 5)
+	t := vmproc.LogTail(in.files.Log, 5)
 	if t == "" && in.jail != nil {
-		t = logTail(filepath.Join(in.files.RunDir, logName), 5) // moved out of the removed jail
+		t = vmproc.LogTail(filepath.Join(in.files.RunDir, logName), 5) // moved out of the removed jail
 	}
 	if t != "" {
 		s = "log: " + t
 	}
-	if t := logTail(in.files.ConsoleLog, 5); t != "" {
+	if t := vmproc.LogTail(in.files.ConsoleLog, 5); t != "" {
 		if s != "" {
 			s += "; "
 		}

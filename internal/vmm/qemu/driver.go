@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -258,17 +257,12 @@ func startFailure(st vmm.ExitStatus, logPath string) error {
 	return fmt.Errorf("qemu exited during start (%s): %s", st, logTail(logPath))
 }
 
-// logTail returns the last lines of a log file on one line.
+// logTail returns the end of a log for an error message.
 func logTail(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil || len(bytes.TrimSpace(b)) == 0 {
-		return "no output"
+	if t := vmproc.LogTail(path, 5); t != "" {
+		return t
 	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 5 {
-		lines = lines[len(lines)-5:]
-	}
-	return strings.Join(lines, "; ")
+	return "no output"
 }
 
 // Adopt implements vmm.Driver. The process must be alive, have the recorded

@@ -119,12 +119,7 @@ func (in *instance) Quit(ctx context.Context) error {
 }
 
 // Kill signals QEMU. Killing an exited process is not an error.
-func (in *instance) Kill(sig syscall.Signal) error {
-	if err := in.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	return nil
-}
+func (in *instance) Kill(sig syscall.Signal) error { return in.proc.Kill(sig) }
 
 // Wait implements vmm.Instance.
 func (in *instance) Wait(ctx context.Context) (vmm.ExitStatus, error) {

@@ -11,6 +11,7 @@
 package vmproc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -274,4 +275,27 @@ func (p *Process) pidfdSignal(sig syscall.Signal) error {
 		return err
 	}
 	return serr
+}
+
+// Kill is Signal for callers that stop a VMM: signalling a process that
+// already exited is not an error.
+func (p *Process) Kill(sig syscall.Signal) error {
+	if err := p.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	return nil
+}
+
+// LogTail returns the last n lines of a log file joined on one line, or ""
+// when it is missing or empty (used in VMM start-failure messages).
+func LogTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "; ")
 }
