@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,79 +18,13 @@ import (
 	"github.com/bangerdev/banger/internal/testenv"
 )
 
-// debianMirror is the first Debian archive URI of the host's apt sources
-// (deb.debian.org when none is found).
-func debianMirror() string {
-	for _, f := range []string{"/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(strings.NewReader(string(b)))
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			switch {
-			case len(f) >= 2 && f[0] == "URIs:" && !strings.Contains(f[1], "security"):
-				return f[1]
-			case len(f) >= 3 && f[0] == "deb" && !strings.Contains(f[1], "security") && strings.HasPrefix(f[1], "http"):
-				return f[1]
-			}
-		}
-	}
-	return "http://deb.debian.org/debian"
-}
-
 // sshdImage returns a Debian bookworm minbase ext4 with systemd and
-// openssh-server, built with debootstrap on first use and cached in the
-// test cache. It skips the test when debootstrap cannot reach the mirror.
+// openssh-server, built with debootstrap on first use and cached.
 func sshdImage(t *testing.T) string {
-	t.Helper()
-	testenv.RequireRoot(t)
-	testenv.RequireBinary(t, "debootstrap")
-	testenv.RequireBinary(t, "mkfs.ext4")
-	dir, err := testenv.CacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	img := filepath.Join(dir, "e2e-bookworm-sshd.ext4")
-	lockf, err := os.OpenFile(img+".lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lockf.Close()
-	if err := syscall.Flock(int(lockf.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(img); err == nil {
-		return img
-	}
-	tree, err := os.MkdirTemp(dir, ".debootstrap-sshd-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tree)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	start := time.Now()
-	mirror := debianMirror()
-	out, err := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include=openssh-server,systemd-sysv,iproute2",
-		"bookworm", tree, mirror).CombinedOutput()
-	if err != nil {
-		s := string(out)
-		if len(s) > 2000 {
-			s = s[len(s)-2000:]
-		}
-		t.Skipf("debootstrap from %s failed (mirror unreachable?): %v\n%s", mirror, err, s)
-	}
-	tmp := img + ".tmp"
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "bookworm-sshd", "-d", tree, tmp, "1G").CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v: %s", err, out)
-	}
-	if err := os.Rename(tmp, img); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("built %s in %v", img, time.Since(start).Round(time.Second))
-	return img
+	return testenv.BuildDebianImage(t, testenv.DebianImage{
+		File: "e2e-bookworm-sshd.ext4", Label: "bookworm-sshd",
+		Include: []string{"openssh-server", "systemd-sysv", "iproute2"},
+	})
 }
 
 // waitSSHBanner waits until addr answers with an SSH banner.
