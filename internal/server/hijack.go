@@ -5,9 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 
-	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/errkind"
 )
 
@@ -41,16 +39,12 @@ func wantsUpgrade(r *http.Request, proto string) error {
 // splice copies both ways between the client and the guest stream until
 // the guest side ends, then closes both.
 func splice(client net.Conn, clientR io.Reader, guest io.ReadWriteCloser) {
-	var once sync.Once
-	closeAll := func() { client.Close(); guest.Close() }
 	go func() {
 		_, _ = io.Copy(guest, clientR)
 		// The client went away (or half-closed): the guest stream stays
 		// open until the process exits or the client conn closes.
 	}()
 	_, _ = io.Copy(client, guest)
-	once.Do(closeAll)
+	client.Close()
+	guest.Close()
 }
-
-// upgradeProto is the Upgrade token of exec streams.
-const upgradeProto = api.ExecUpgrade

@@ -100,7 +100,7 @@ func (s *Server) vmLogs(w http.ResponseWriter, r *http.Request) {
 
 // vmExec upgrades the connection and splices it to an agent exec stream.
 func (s *Server) vmExec(w http.ResponseWriter, r *http.Request) {
-	if err := wantsUpgrade(r, upgradeProto); err != nil {
+	if err := wantsUpgrade(r, api.ExecUpgrade); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -114,7 +114,7 @@ func (s *Server) vmExec(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	conn, rd, err := upgrade(w, r, upgradeProto)
+	conn, rd, err := upgrade(w, r, api.ExecUpgrade)
 	if err != nil {
 		ec.Close()
 		return
