@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
@@ -178,7 +179,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *model.VM, emit func(api.Ev
 	raw, _ := json.Marshal(id)
 	vm.Identity, vm.Accel = string(raw), string(id.Accel)
 	if err := d.store.UpdateVM(ctx, vm); err != nil {
-		_ = inst.Kill(9)
+		_ = inst.Kill(syscall.SIGKILL)
 		return err
 	}
 	rt := d.track(vm, inst)
@@ -255,7 +256,7 @@ func (d *Daemon) track(vm *model.VM, inst vmm.Instance) *vmRuntime {
 func (d *Daemon) teardown(vm *model.VM, rt *vmRuntime) {
 	rt.stopping = true
 	rt.closeAgent()
-	_ = rt.inst.Kill(9)
+	_ = rt.inst.Kill(syscall.SIGKILL)
 	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, _ = rt.inst.Wait(wctx)

@@ -56,14 +56,13 @@ func (d *Daemon) adopt(ctx context.Context, vm *model.VM) error {
 	if err != nil {
 		return err
 	}
-	rt := d.track(vm, inst)
+	d.track(vm, inst)
 	if vm.State != model.StateRunning {
 		vm.State = model.StateRunning
 		if err := d.store.UpdateVM(ctx, vm); err != nil {
 			return err
 		}
 	}
-	_ = rt
 	return nil
 }
 
