@@ -92,6 +92,14 @@ func testVMLifecycle(t *testing.T, ve *vmEnv) {
 	if got := strings.Fields(e.guest("life", "ls", "/sys/class/net")); len(got) != 1 || got[0] != "lo" {
 		t.Fatalf("--net none vm has interfaces %v", got)
 	}
+	// The kernel's modules are mounted at /lib/modules/<release>, indexed:
+	// modprobe resolves a module's dependencies and loads them.
+	mods := e.guest("life", "sh", "-c", `test -f /lib/modules/$(uname -r)/modules.dep && modprobe br_netfilter && cat /proc/modules`)
+	for _, m := range []string{"br_netfilter ", "bridge "} {
+		if !strings.Contains(mods, m) {
+			t.Fatalf("modprobe br_netfilter did not load %s:\n%s", m, mods)
+		}
+	}
 	if vm.Emulated && !strings.Contains(e.must("vm", "show", "life"), "emulated") {
 		t.Fatal("vm show does not flag the emulated accelerator")
 	}

@@ -28,6 +28,7 @@ type BootConfig struct {
 	Root     string // banger.root: read-only base disk
 	Overlay  string // banger.overlay: writable disk holding upper/ and work/; empty means a tmpfs
 	Work     string // banger.work: persistent disk mounted at /root
+	Modules  string // banger.modules: read-only disk of the kernel's modules, mounted at /lib/modules/<release>
 	Hostname string
 	Addr     netip.Prefix // banger.ip, e.g. 172.30.0.2/24
 	Gateway  netip.Addr   // banger.gw
@@ -88,6 +89,8 @@ func ParseCmdline(cmdline string) BootConfig {
 			cfg.Overlay = devPath(val)
 		case "work":
 			cfg.Work = devPath(val)
+		case "modules":
+			cfg.Modules = devPath(val)
 		case "hostname":
 			if validHostname(val) {
 				cfg.Hostname = val

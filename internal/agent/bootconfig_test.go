@@ -24,11 +24,11 @@ func TestSplitCmdline(t *testing.T) {
 }
 
 func TestParseCmdline(t *testing.T) {
-	cfg := agent.ParseCmdline("console=ttyS0 quiet banger.root=/dev/vda banger.overlay=vdb banger.work=/dev/vdc " +
+	cfg := agent.ParseCmdline("console=ttyS0 quiet banger.root=/dev/vda banger.overlay=vdb banger.work=/dev/vdc banger.modules=vdd " +
 		"banger.hostname=dev-box banger.ip=172.30.0.2/24 banger.gw=172.30.0.1 banger.dns=172.30.0.1,1.1.1.1 " +
 		"banger.mac=52:54:00:30:00:02 banger.chan=vsock:1024 banger.init=systemd banger.exit=reboot banger.future=x")
 	want := agent.BootConfig{
-		Root: "/dev/vda", Overlay: "/dev/vdb", Work: "/dev/vdc", Hostname: "dev-box",
+		Root: "/dev/vda", Overlay: "/dev/vdb", Work: "/dev/vdc", Modules: "/dev/vdd", Hostname: "dev-box",
 		Addr:    netip.MustParsePrefix("172.30.0.2/24"),
 		Gateway: netip.MustParseAddr("172.30.0.1"),
 		DNS:     []netip.Addr{netip.MustParseAddr("172.30.0.1"), netip.MustParseAddr("1.1.1.1")},
@@ -38,6 +38,10 @@ func TestParseCmdline(t *testing.T) {
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("got  %+v\nwant %+v", cfg, want)
+	}
+
+	if got := agent.ModulesStep("/dev/vdd", "6.1.0-56-cloud-amd64").String(); got != "mount /dev/vdd on /lib/modules/6.1.0-56-cloud-amd64 type ext4 (-)" {
+		t.Errorf("modules step: %s", got)
 	}
 
 	def := agent.ParseCmdline("console=ttyS0 banger.chan=serial:org.banger.agent")

@@ -111,6 +111,9 @@ func (in *initProc) boot() error {
 		if in.cfg.Work != "" {
 			in.mountWork()
 		}
+		if in.cfg.Modules != "" {
+			in.mountModules()
+		}
 	}
 	systemd := false
 	switch in.cfg.Init {

@@ -76,6 +76,35 @@ func loadModule(path string) error {
 	return nil
 }
 
+// ModulesStep mounts the kernel's module tree (the disk named by
+// banger.modules) read-only at /lib/modules/<release>, where modprobe and
+// the kernel's module autoloading look for it.
+func ModulesStep(dev, release string) MountStep {
+	return MountStep{Op: "mount", Source: dev, Target: filepath.Join("/lib/modules", release), FSType: "ext4",
+		Flags: unix.MS_RDONLY | unix.MS_NOATIME | unix.MS_NOSUID | unix.MS_NODEV, RetryData: "noload"}
+}
+
+// mountModules mounts the modules disk in the new root. Failures are
+// logged: the guest then lacks modprobe, nothing else.
+func (in *initProc) mountModules() {
+	dev := in.cfg.Modules
+	if err := waitBlockDevice(dev, 10*time.Second); err != nil {
+		in.log.Logf("modules disk: %v", err)
+		return
+	}
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		in.log.Logf("modules disk: uname: %v", err)
+		return
+	}
+	step := ModulesStep(dev, unix.ByteSliceToString(uts.Release[:]))
+	if err := runStep(step); err != nil {
+		in.log.Logf("modules disk: %s: %v", step, err)
+		return
+	}
+	in.log.Logf("%s", step)
+}
+
 // waitBlockDevice waits for dev (/dev/vdX) to exist, creating the node from
 // /sys/block when devtmpfs has not.
 func waitBlockDevice(dev string, timeout time.Duration) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/initrd"
+	"github.com/bangerdev/banger/internal/kernel"
 	"github.com/bangerdev/banger/internal/model"
 	"github.com/bangerdev/banger/internal/vmm"
 )
@@ -21,6 +22,11 @@ import (
 type bootFiles struct {
 	Kernel string
 	Initrd string
+	// Modules is the read-only disk holding the kernel's module tree
+	// (mounted at /lib/modules/<release> in the guest), when there is one.
+	Modules string
+
+	kernelID, modulesDir, release string
 }
 
 // bootArtifacts resolves the kernel of an image (or an override) and, when
@@ -39,12 +45,16 @@ func (d *Daemon) bootArtifacts(ctx context.Context, im *model.Image, kernelOverr
 			return bf, errkind.WithHint(err, "import or pull it with `banger kernel pull` / `banger kernel import`")
 		}
 		bf.Kernel, modules, kernelID = k.Vmlinux, k.ModulesDir, "kernel:"+k.SHA256
+		bf.release = k.Version
 		if k.Initrd != "" && k.ModulesDir == "" {
 			bf.Initrd = k.Initrd
 		}
 	case im.KernelPath != "":
 		bf.Kernel, modules, bf.Initrd = im.KernelPath, im.ModulesDir, im.InitrdPath
 		kernelID = "image:" + im.ID
+		if modules != "" {
+			bf.release = filepath.Base(modules) // lib/modules/<release>
+		}
 	default:
 		return bf, errkind.WithHint(errkind.New(errkind.InvalidArgument, "image %q has no kernel", im.Name),
 			"pass --kernel NAME (see `banger kernel list`)")
@@ -52,6 +62,7 @@ func (d *Daemon) bootArtifacts(ctx context.Context, im *model.Image, kernelOverr
 	if _, err := os.Stat(bf.Kernel); err != nil {
 		return bf, errkind.New(errkind.NotFound, "kernel file %s of image %q: %v", bf.Kernel, im.Name, err)
 	}
+	bf.kernelID, bf.modulesDir = kernelID, modules
 	if !build || bf.Initrd != "" {
 		return bf, nil
 	}
@@ -65,6 +76,23 @@ func (d *Daemon) bootArtifacts(ctx context.Context, im *model.Image, kernelOverr
 	}
 	bf.Initrd = p
 	return bf, nil
+}
+
+// modulesDisk returns the modules image of bf's kernel, building it on
+// first use. A kernel without modules gets none; a failure to build one is
+// reported as a warning and the VM boots without it (modprobe then fails
+// in the guest, the rest works).
+func (d *Daemon) modulesDisk(ctx context.Context, bf bootFiles, emit func(api.Event)) string {
+	if bf.modulesDir == "" || bf.release == "" {
+		return ""
+	}
+	p, err := kernel.ModulesImage(ctx, d.layout.InitrdCacheDir(), bf.kernelID, bf.modulesDir, bf.release)
+	if err != nil {
+		d.log.Warn("no kernel modules in the guest", "kernel", bf.release, "err", err)
+		emit(api.Event{Stage: "initrd", Message: "warning: kernel modules unavailable in the guest: " + err.Error()})
+		return ""
+	}
+	return p
 }
 
 // agentBinary finds banger-agent: BANGER_AGENT_BIN, next to bangerd, or PATH.
@@ -100,15 +128,20 @@ func (d *Daemon) vmSpec(vm *model.VM, im *model.Image, bf bootFiles) vmm.Spec {
 	if im.InitMode != "" {
 		params = append(params, "banger.init="+im.InitMode)
 	}
+	disks := []vmm.Disk{
+		{Path: im.RootfsPath, ReadOnly: true},
+		{Path: filepath.Join(vm.Dir, overlayDiskName)},
+		{Path: filepath.Join(vm.Dir, workDiskName)},
+	}
+	if bf.Modules != "" {
+		disks = append(disks, vmm.Disk{Path: bf.Modules, ReadOnly: true})
+		params = append(params, "banger.modules=/dev/vdd")
+	}
 	return vmm.Spec{
 		ID: vm.ID, Name: vm.Name, RunDir: vm.RunDir,
 		Kernel: bf.Kernel, Initrd: bf.Initrd, Cmdline: strings.Join(params, " "),
 		CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB,
-		Disks: []vmm.Disk{
-			{Path: im.RootfsPath, ReadOnly: true},
-			{Path: filepath.Join(vm.Dir, overlayDiskName)},
-			{Path: filepath.Join(vm.Dir, workDiskName)},
-		},
+		Disks: disks,
 	}
 }
 
@@ -154,6 +187,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *model.VM, emit func(api.Ev
 	if err != nil {
 		return d.failVM(ctx, vm, err)
 	}
+	bf.Modules = d.modulesDisk(ctx, bf, emit)
 	vm.State, vm.LastError = model.StateStarting, ""
 	if err := d.store.UpdateVM(ctx, vm); err != nil {
 		return err

@@ -96,6 +96,7 @@ func CacheSubdir(t testing.TB, name string) string {
 // A test in this package checks the two stay in sync.
 var setupPackages = map[string]string{
 	"qemu-system-x86_64": "qemu-system-x86",
+	"depmod":             "kmod",
 	"mke2fs":             "e2fsprogs",
 	"mkfs.ext4":          "e2fsprogs",
 	"e2fsck":             "e2fsprogs",
