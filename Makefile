@@ -4,7 +4,7 @@ BIN     ?= bin
 VERSION ?= 0.1.0-dev
 LDFLAGS := -s -w -X github.com/bangerdev/banger/internal/buildinfo.Version=$(VERSION)
 
-.PHONY: help build setup test test-short lint bench clean
+.PHONY: help build setup test test-short lint bench golden clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ bench: ## run the committed benchmarks (slow; prints ratios against the peers)
 	$(GO) run ./bench/vmboot
 	$(GO) run ./bench/workspace
 	$(GO) run ./bench/forward
+
+golden: ## build the golden image debian-bookworm, check it, bundle it into ./dist (slow; opt-in)
+	./scripts/build-golden.sh
 
 clean: ## remove build outputs
 	rm -rf $(BIN)

@@ -154,23 +154,36 @@ func TestCatalogBundlePull(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(e.home, "state", "images", "*.staging")); len(left) != 0 {
 		t.Fatalf("staging left: %v", left)
 	}
-	// vm run on a host without the default image pulls it from the catalog
-	// on first use, with its kernel.
+	// vm run with neither --image nor default_image boots the catalog's
+	// default, debian-bookworm (here the busybox bundle under that name,
+	// overriding the embedded entry), pulled on first use with its kernel:
+	// debian-cloud, from the kernel catalog (apt, the host's Debian mirror).
 	testenv.BuildBinaries(t, testenv.PkgAgent) // beside bangerd, where the daemon finds it
-	e.must("image", "delete", "busybox")
-	cfg += "default_image = \"busybox\"\n[network]\ndisabled = true\n"
+	e.must("image", "pull", testenv.PushBusybox(t, reg), "--name", "debian-bookworm", "--kernel-ref", "cloud")
+	var def imagecat.BundleInfo
+	if err := json.Unmarshal([]byte(e.must("image", "bundle", "debian-bookworm", "--out", pub, "-o", "json")), &def); err != nil {
+		t.Fatal(err)
+	}
+	e.must("image", "delete", "debian-bookworm")
+	def.Entry.KernelRef = "debian-cloud"
+	writeCatalog(t, catFile, imagecat.Catalog{Version: 1, Images: []imagecat.Image{def.Entry}})
+	cfg += "[network]\ndisabled = true\n"
 	if err := os.WriteFile(filepath.Join(e.home, "config", "config.toml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.stopDaemon()
+	if r := e.run("kernel", "show", "debian-cloud"); r.code == 0 {
+		t.Fatal("kernel debian-cloud is installed before the first vm run")
+	}
 	before = hits.Load()
 	out = e.must("vm", "run", "--rm", "--net", "none", "--memory", vmMemMiB, "--", "cat", "/etc/hostname")
 	if strings.TrimSpace(out) == "" || hits.Load() != before+1 {
-		t.Fatalf("vm run with a catalog default image: %q (hits %d -> %d)", out, before, hits.Load())
+		t.Fatalf("vm run with the catalog's default image: %q (hits %d -> %d)", out, before, hits.Load())
 	}
-	if im := e.must("image", "show", "busybox", "-o", "json"); !strings.Contains(im, "catalog:busybox") {
-		t.Fatalf("default image not pulled from the catalog: %s", im)
+	if im := e.must("image", "show", "debian-bookworm", "-o", "json"); !strings.Contains(im, "catalog:debian-bookworm") || !strings.Contains(im, `"debian-cloud"`) {
+		t.Fatalf("default image not pulled from the catalog with its kernel: %s", im)
 	}
+	e.must("kernel", "show", "debian-cloud")
 	if r := e.run("image", "bundle", "busybox"); r.code == 0 || !strings.Contains(r.stderr, "--out") {
 		t.Fatalf("bundle without --out: %+v", r)
 	}

@@ -271,6 +271,14 @@ func rtEnv(t *testing.T) *env {
 	reg := testenv.StartRegistry(t)
 	ref := testenv.PushBusybox(t, reg)
 	e.must("image", "pull", ref, "--kernel-ref", "cloud")
+	cfg := filepath.Join(e.home, "config", "config.toml")
+	if err := os.MkdirAll(filepath.Dir(cfg), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte("default_image = \"busybox\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.stopDaemon() // it reads the config at start
 	t.Cleanup(func() {
 		// Whatever a failed subtest left, no VM outlives the test.
 		for _, vm := range rtListVMs(t, e) {

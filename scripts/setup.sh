@@ -217,8 +217,8 @@ run_step "kernel fixture" step_kernel
 
 # --- banger -------------------------------------------------------------------
 # Build banger, import the cached Debian cloud kernel as the default kernel,
-# register the default image (a busybox userland built from busybox-static),
-# then check the host. Each step is skipped when already done.
+# register the local image busybox (a userland built from busybox-static),
+# settle the default image, then check the host. Each step is skipped when already done.
 repo_dir=$(cd "$script_dir/.." && pwd)
 banger="$repo_dir/bin/banger"
 
@@ -257,10 +257,53 @@ step_default_image() {
 	did "created the default image busybox"
 }
 
+# config_file: the config.toml the daemon started by this user reads.
+config_file() {
+	if [ -n "${BANGER_HOME:-}" ]; then
+		printf '%s/config/config.toml\n' "$BANGER_HOME"
+	else
+		printf '%s/banger/config.toml\n' "${XDG_CONFIG_HOME:-$HOME/.config}"
+	fi
+}
+
+# Without --image, VMs boot the image catalog's default, debian-bookworm:
+# the golden bundle where catalog_url serves it, else Debian's official
+# image from Docker Hub. A host that reaches neither (an offline lab, CI)
+# gets the local busybox image as its default_image instead.
+step_catalog_default() {
+	local cfg out
+	cfg=$(config_file)
+	if [ -f "$cfg" ] && grep -q '^[[:space:]]*default_image[[:space:]]*=' "$cfg"; then
+		skip "default_image is set in $cfg"
+		return
+	fi
+	if "$banger" image show debian-bookworm >/dev/null 2>&1; then
+		skip "the catalog default image debian-bookworm is present"
+		return
+	fi
+	if out=$("$banger" image pull debian-bookworm 2>&1); then
+		did "pulled the catalog default image debian-bookworm"
+		return
+	fi
+	warn "the catalog default image debian-bookworm cannot be pulled here:"
+	printf '%s\n' "$out" | sed 's/^/    /' >&2
+	mkdir -p "$(dirname "$cfg")"
+	{
+		printf '# Set by scripts/setup.sh: the catalog default (debian-bookworm) was\n'
+		printf '# not reachable from this host. Remove to boot the catalog default.\n'
+		printf 'default_image = "busybox"\n\n'
+		[ ! -f "$cfg" ] || cat "$cfg"
+	} >"$cfg.tmp"
+	mv "$cfg.tmp" "$cfg"
+	"$banger" daemon stop >/dev/null 2>&1 || true # the next command starts it with the new config
+	did "default_image = \"busybox\" written to $cfg"
+}
+
 if [ "$deps_only" = 0 ]; then
 	run_step "build" step_build
 	run_step "default kernel" step_default_kernel
 	run_step "default image" step_default_image
+	run_step "catalog default" step_catalog_default
 	log "done in $(elapsed "$start")s; checking the host:"
 	"$banger" doctor || true
 	log "first VM: banger vm run --rm -- uname -a"

@@ -29,7 +29,8 @@ type Config struct {
 	QEMUBin string `toml:"qemu_bin"`
 	// DefaultVMM is qemu or firecracker.
 	DefaultVMM string `toml:"default_vmm"`
-	// DefaultImage is the image `vm run` and `vm create` use without --image.
+	// DefaultImage is the image `vm run` and `vm create` use without
+	// --image; empty means the image catalog's default (debian-bookworm).
 	DefaultImage string `toml:"default_image"`
 	// DefaultKernel is the kernel used for images pulled without kernel flags.
 	DefaultKernel string `toml:"default_kernel"`
@@ -85,7 +86,6 @@ func Default() Config {
 	return Config{
 		LogLevel:      "info",
 		DefaultVMM:    "qemu",
-		DefaultImage:  "busybox",
 		DefaultKernel: "debian-cloud",
 		Network: Network{Bridge: "banger0", CIDR: "172.30.0.0/24", DefaultMode: "nat",
 			DNSListen: "127.0.0.1:42069", TapPool: 2, ForwardDirect: true},

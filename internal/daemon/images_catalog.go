@@ -26,6 +26,26 @@ func (d *Daemon) imageCatalog() (*imagecat.Catalog, error) {
 	return imagecat.Load(imagecat.Options{File: d.cfg.ImageCatalog, BaseURL: d.cfg.CatalogURL})
 }
 
+// imageRef is the image a VM request boots: the requested one, else the
+// configured default_image, else the image catalog's default.
+func (d *Daemon) imageRef(requested string) (string, error) {
+	if requested != "" {
+		return requested, nil
+	}
+	if d.cfg.DefaultImage != "" {
+		return d.cfg.DefaultImage, nil
+	}
+	c, err := d.imageCatalog()
+	if err != nil {
+		return "", err
+	}
+	if c.Default == "" {
+		return "", errkind.WithHint(errkind.New(errkind.InvalidArgument, "no image given and the image catalog names no default"),
+			"pass --image NAME, or set default_image in banger's config.toml")
+	}
+	return c.Default, nil
+}
+
 // ImageCatalog lists the catalog images, marking the installed ones.
 func (d *Daemon) ImageCatalog(ctx context.Context) ([]imagecat.Available, error) {
 	c, err := d.imageCatalog()
@@ -38,6 +58,8 @@ func (d *Daemon) ImageCatalog(ctx context.Context) ([]imagecat.Available, error)
 		if im.Bundle != "" {
 			if u, err := c.BundleURL(im); err == nil {
 				a.Source = u
+			} else if im.OCIRef != "" {
+				a.Source = im.OCIRef + " (bundle " + im.Bundle + " once catalog_url is set)"
 			} else {
 				a.Source = im.Bundle + " (no catalog_url)"
 			}

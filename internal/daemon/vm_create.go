@@ -114,9 +114,9 @@ func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit fun
 	if err != nil {
 		return api.VMInfo{}, err
 	}
-	imageRef := req.Image
-	if imageRef == "" {
-		imageRef = d.cfg.DefaultImage
+	imageRef, err := d.imageRef(req.Image)
+	if err != nil {
+		return api.VMInfo{}, err
 	}
 	im, err := d.imageForVM(ctx, imageRef, emit)
 	if err != nil {

@@ -27,8 +27,11 @@ func TestGoldenDockerfile(t *testing.T) {
 	if err != nil || ref != "docker.io/library/debian:bookworm" {
 		t.Fatalf("base = %q, %v", ref, err)
 	}
+	if ref, err := df.BaseRef(map[string]string{"BASE": "golden-base"}); err != nil || ref != "golden-base" {
+		t.Fatalf("base with BASE=golden-base = %q, %v", ref, err)
+	}
 	p, err := df.Plan(dockerfile.Config{Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}},
-		map[string]string{"MISE_SHA256": strings.Repeat("a", 64)})
+		nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +47,9 @@ func TestGoldenDockerfile(t *testing.T) {
 	for _, s := range steps {
 		if s.Kind == dockerfile.StepRun {
 			runs++
-			if !strings.Contains(strings.Join(s.Run.Env, " "), "MISE_URL=https://github.com/jdx/mise/releases/download/v") {
+			env := strings.Join(s.Run.Env, " ")
+			if !strings.Contains(env, "MISE_URL=https://registry.npmjs.org/@jdxcode/mise-linux-x64/-/mise-linux-x64-2026.9.15.tgz") ||
+				!strings.Contains(env, "MISE_SHA256=b51f2463") {
 				t.Errorf("MISE_URL not expanded: %v", s.Run.Env)
 			}
 		}

@@ -14,6 +14,7 @@ package imagecat
 import (
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -52,7 +53,8 @@ type Image struct {
 	// SHA256 and Size pin the bundle file (hex digest, bytes).
 	SHA256 string `json:"sha256,omitempty"`
 	Size   int64  `json:"size,omitempty"`
-	// OCIRef is pulled through the registry when there is no bundle.
+	// OCIRef is pulled through the registry when there is no bundle, or
+	// when the bundle is relative and no base URL is configured.
 	OCIRef string `json:"oci_ref,omitempty"`
 }
 
@@ -288,6 +290,11 @@ func (c *Catalog) Resolve(ref string) (Resolution, error) {
 		}
 		u, err := c.BundleURL(im)
 		if err != nil {
+			// A pinned bundle nobody serves yet (no base URL) falls back
+			// to the entry's OCI reference, when it has one.
+			if im.OCIRef != "" && errors.Is(err, errkind.Unavailable) {
+				return Resolution{Image: &im, OCIRef: im.OCIRef}, nil
+			}
 			return Resolution{}, err
 		}
 		return Resolution{Image: &im, BundleURL: u}, nil

@@ -114,6 +114,20 @@ func TestResolve(t *testing.T) {
 	if _, err := c.Resolve("debian-bookworm"); !errors.Is(err, errkind.Unavailable) || !strings.Contains(errkind.Hint(err), "catalog_url") {
 		t.Fatalf("no base URL: %v", err)
 	}
+	// ... unless the entry also names an OCI reference to fall back to;
+	// a base URL makes the pinned bundle win again.
+	for i := range c.Images {
+		if c.Images[i].Name == "debian-bookworm" {
+			c.Images[i].OCIRef = "docker.io/library/debian:bookworm"
+		}
+	}
+	if r, err := c.Resolve("debian-bookworm"); err != nil || r.OCIRef != "docker.io/library/debian:bookworm" || r.BundleURL != "" {
+		t.Fatalf("fallback to the OCI ref: %+v, %v", r, err)
+	}
+	c.BaseURL = "http://127.0.0.1:1/b/"
+	if r, err := c.Resolve("debian-bookworm"); err != nil || r.OCIRef != "" || r.BundleURL != "http://127.0.0.1:1/b/debian-bookworm-amd64-0123456789ab.tar.zst" {
+		t.Fatalf("bundle over the OCI ref: %+v, %v", r, err)
+	}
 }
 
 func TestClosest(t *testing.T) {
