@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
 )
 
@@ -85,6 +86,20 @@ CMD ["sh"]
 	}
 	if !strings.Contains(r.stderr, "cached") {
 		t.Errorf("rebuild not from cache:\n%s", r.stderr)
+	}
+	// image cache prune empties the step cache too (a dry run first).
+	var pr api.CachePruneResult
+	if err := json.Unmarshal([]byte(e.must("image", "cache", "prune", "--dry-run", "-o", "json")), &pr); err != nil {
+		t.Fatal(err)
+	}
+	if pr.BuildStates < 1 || pr.BuildFreedBytes <= 0 || pr.BuildCacheDir == "" {
+		t.Fatalf("dry-run prune: %+v", pr)
+	}
+	if err := json.Unmarshal([]byte(e.must("image", "cache", "prune", "-o", "json")), &pr); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(pr.BuildCacheDir); len(left) != 1 || left[0].Name() != ".lock" {
+		t.Fatalf("build cache after prune: %v", left)
 	}
 
 	// Bad input: unknown instruction (line number), failing RUN (exit code,

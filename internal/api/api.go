@@ -84,8 +84,13 @@ type CachePruneRequest struct {
 type CachePruneResult struct {
 	Dir        string `json:"dir"`
 	Blobs      int    `json:"blobs"`
-	FreedBytes int64  `json:"freed_bytes"`
-	DryRun     bool   `json:"dry_run"`
+	FreedBytes int64  `json:"freed_bytes"` // blobs and build states together
+	// BuildCacheDir, BuildStates and BuildFreedBytes report the `image
+	// build` step cache, pruned with the blobs.
+	BuildCacheDir   string `json:"build_cache_dir"`
+	BuildStates     int    `json:"build_states"`
+	BuildFreedBytes int64  `json:"build_freed_bytes"`
+	DryRun          bool   `json:"dry_run"`
 }
 
 // KernelImportRequest is POST /v1/kernels/import.

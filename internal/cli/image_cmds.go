@@ -272,11 +272,11 @@ func (a *App) imageDeleteCommand() *cobra.Command {
 }
 
 func (a *App) imageCacheCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "cache", Short: "Manage the OCI blob cache", Example: "  banger image cache prune --dry-run"}
+	cmd := &cobra.Command{Use: "cache", Short: "Manage the OCI blob cache and the image build cache", Example: "  banger image cache prune --dry-run"}
 	var dry bool
 	prune := &cobra.Command{
 		Use:     "prune",
-		Short:   "Empty the OCI blob cache (images stay; re-pulls download again)",
+		Short:   "Empty the OCI blob cache and the build step cache (images stay; re-pulls download and rebuilds run again)",
 		Example: "  banger image cache prune\n  banger image cache prune --dry-run",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -295,7 +295,9 @@ func (a *App) imageCacheCommand() *cobra.Command {
 			if dry {
 				verb = "would free"
 			}
-			fmt.Fprintf(a.Stdout, "%s %s across %d blob(s) in %s\n", verb, bytesize.Format(res.FreedBytes), res.Blobs, res.Dir)
+			fmt.Fprintf(a.Stdout, "%s %s: %s across %d blob(s) in %s, %s across %d build state(s) in %s\n",
+				verb, bytesize.Format(res.FreedBytes), bytesize.Format(res.FreedBytes-res.BuildFreedBytes), res.Blobs, res.Dir,
+				bytesize.Format(res.BuildFreedBytes), res.BuildStates, res.BuildCacheDir)
 			return nil
 		},
 	}

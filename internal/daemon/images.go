@@ -12,6 +12,7 @@ import (
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/fsatomic"
+	"github.com/bangerdev/banger/internal/imagebuild"
 	"github.com/bangerdev/banger/internal/imagepull"
 	"github.com/bangerdev/banger/internal/model"
 )
@@ -308,7 +309,12 @@ func (d *Daemon) PruneImageCache(ctx context.Context, dryRun bool) (api.CachePru
 	if err != nil {
 		return api.CachePruneResult{}, err
 	}
-	return api.CachePruneResult{Dir: d.layout.OCICacheDir(), Blobs: n, FreedBytes: freed, DryRun: dryRun}, nil
+	bfreed, states, err := imagebuild.Prune(d.layout.BuildCacheDir(), dryRun)
+	if err != nil {
+		return api.CachePruneResult{}, err
+	}
+	return api.CachePruneResult{Dir: d.layout.OCICacheDir(), Blobs: n, FreedBytes: freed + bfreed,
+		BuildCacheDir: d.layout.BuildCacheDir(), BuildStates: states, BuildFreedBytes: bfreed, DryRun: dryRun}, nil
 }
 
 func copyFile(src, dst string) error {

@@ -11,10 +11,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/fsatomic"
 )
 
@@ -160,23 +162,56 @@ func lockCache(ctx context.Context, dir string, waiting func()) (func(), error) 
 	}
 }
 
-// Prune removes the whole step cache and reports the bytes freed.
-func Prune(dir string) (int64, error) {
-	var freed int64
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
+// Prune empties the step cache at dir and reports the bytes its files
+// used (allocated blocks) and how many cached states it held; with dryRun
+// it only counts. It refuses, as a Conflict, while a build holds the cache.
+func Prune(dir string, dryRun bool) (freed int64, states int, err error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, nil // no cache yet
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("locking build cache: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return 0, 0, errkind.WithHint(errkind.New(errkind.Conflict, "an image build is using the build cache"),
+				"prune again when it has finished")
+		}
+		return 0, 0, fmt.Errorf("locking build cache: %w", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading build cache: %w", err)
+	}
+	for _, e := range entries {
+		if e.Name() == ".lock" {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		_ = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return nil
+			}
+			if d.Name() == stateFile {
+				states++
+			}
 			if fi, err := d.Info(); err == nil {
-				if st, ok := fi.Sys().(*unix.Stat_t); ok {
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 					freed += st.Blocks * 512
 				}
 			}
+			return nil
+		})
+		if dryRun {
+			continue
 		}
-		return nil
-	})
-	if err := os.RemoveAll(dir); err != nil {
-		return 0, fmt.Errorf("pruning build cache: %w", err)
+		if err := os.RemoveAll(p); err != nil {
+			return freed, states, fmt.Errorf("pruning build cache: %w", err)
+		}
 	}
-	return freed, nil
+	return freed, states, nil
 }
 
 // CopySparse copies the file src to dst (created or truncated): a reflink

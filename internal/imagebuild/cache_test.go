@@ -1,6 +1,7 @@
 package imagebuild
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bangerdev/banger/internal/errkind"
 )
 
 func TestStepKeys(t *testing.T) {
@@ -146,4 +149,56 @@ func TestLockCacheSerialises(t *testing.T) {
 		t.Fatal(err)
 	}
 	unlock2()
+}
+
+func TestPrune(t *testing.T) {
+	dir := t.TempDir()
+	if freed, n, err := Prune(filepath.Join(dir, "missing"), false); err != nil || freed != 0 || n != 0 {
+		t.Fatalf("missing cache: %d, %d, %v", freed, n, err)
+	}
+	for _, k := range []string{"a", "b"} {
+		st := filepath.Join(dir, statesDir, k)
+		if err := os.MkdirAll(st, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(st, stateFile), []byte("{}"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(st, overlayFile), bytes.Repeat([]byte{1}, 64<<10), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, finalDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, finalDir, "b.ext4"), bytes.Repeat([]byte{1}, 64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	freed, n, err := Prune(dir, true)
+	if err != nil || n != 2 || freed < 3*64<<10 {
+		t.Fatalf("dry run: %d bytes, %d states, %v", freed, n, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, finalDir, "b.ext4")); err != nil {
+		t.Fatal("dry run removed a file")
+	}
+
+	// A running build (holding the lock) makes prune refuse.
+	unlock, err := lockCache(context.Background(), dir, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Prune(dir, false); !errors.Is(err, errkind.Conflict) {
+		t.Fatalf("prune during a build: %v", err)
+	}
+	unlock()
+
+	freed2, n2, err := Prune(dir, false)
+	if err != nil || n2 != 2 || freed2 != freed {
+		t.Fatalf("prune: %d bytes, %d states, %v (dry run said %d)", freed2, n2, err, freed)
+	}
+	left, _ := os.ReadDir(dir)
+	if len(left) != 1 || left[0].Name() != ".lock" {
+		t.Fatalf("left after prune: %v", left)
+	}
 }
