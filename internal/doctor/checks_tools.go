@@ -177,3 +177,14 @@ func checkToolPresent(name, hint string) func(context.Context, *env) Check {
 		return Check{Status: Pass, Detail: path}
 	}
 }
+
+// checkDepmod: depmod indexes the module tree that guests mount at
+// /lib/modules; without it VMs still boot, but modprobe finds nothing.
+func checkDepmod(_ context.Context, e *env) Check {
+	path, err := e.probes.LookPath("depmod")
+	if err != nil {
+		return Check{Status: Warn, Detail: "depmod not found: guests get no /lib/modules (no modprobe, no Docker in VMs)",
+			Hint: "apt-get install kmod"}
+	}
+	return Check{Status: Pass, Detail: path}
+}

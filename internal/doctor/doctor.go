@@ -71,6 +71,7 @@ const (
 	CheckMke2fs      = "mke2fs"
 	CheckE2fsck      = "e2fsck"
 	CheckDebugfs     = "debugfs"
+	CheckDepmod      = "depmod"
 	CheckTun         = "tun"
 	CheckNftables    = "nftables"
 	CheckPrivileges  = "privileges"
@@ -200,6 +201,7 @@ func checkDefs(opts Options) []checkDef {
 		{CheckMke2fs, true, checkMke2fs},
 		{CheckE2fsck, true, checkToolPresent("e2fsck", "apt-get install e2fsprogs")},
 		{CheckDebugfs, true, checkToolPresent("debugfs", "apt-get install e2fsprogs")},
+		{CheckDepmod, false, checkDepmod},
 		{CheckTun, false, checkTun},
 		{CheckNftables, false, checkNftables},
 		{CheckPrivileges, false, checkPrivileges},

@@ -50,7 +50,7 @@ func TestHealthyHostPasses(t *testing.T) {
 		t.Error("Failed() = true on a healthy host")
 	}
 	want := []string{CheckArch, CheckKVMDevice, CheckKVMKind, CheckQEMU, CheckFirecracker, CheckMke2fs,
-		CheckE2fsck, CheckDebugfs, CheckTun, CheckNftables, CheckPrivileges, CheckStore, CheckDiskState, CheckDiskCache}
+		CheckE2fsck, CheckDebugfs, CheckDepmod, CheckTun, CheckNftables, CheckPrivileges, CheckStore, CheckDiskState, CheckDiskCache}
 	var got []string
 	for _, c := range r.Checks {
 		got = append(got, c.Name)
@@ -328,6 +328,16 @@ func TestE2fsprogsToolsMissing(t *testing.T) {
 	expect(t, mustFind(t, r, CheckDebugfs), Fail, "debugfs not found")
 	if !r.Failed() {
 		t.Error("Failed() = false with missing tools")
+	}
+}
+
+func TestDepmodMissingWarns(t *testing.T) {
+	h := healthyIntelHost()
+	delete(h.tools, "depmod")
+	r := Run(context.Background(), h.options())
+	expect(t, mustFind(t, r, CheckDepmod), Warn, "no /lib/modules")
+	if r.Failed() {
+		t.Error("a missing depmod fails the host; it should only warn")
 	}
 }
 

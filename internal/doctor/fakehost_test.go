@@ -48,6 +48,7 @@ func healthyIntelHost() *fakeHost {
 			"mke2fs":             "/usr/sbin/mke2fs",
 			"e2fsck":             "/usr/sbin/e2fsck",
 			"debugfs":            "/usr/sbin/debugfs",
+			"depmod":             "/usr/sbin/depmod",
 		},
 		outputs: map[string]string{
 			"/usr/bin/qemu-system-x86_64 --version":       "QEMU emulator version 8.2.2 (Debian)\n",

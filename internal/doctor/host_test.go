@@ -27,8 +27,8 @@ func TestRunOnThisHost(t *testing.T) {
 	for _, c := range r.Checks {
 		t.Logf("%-12s %s  %s  %s", c.Name, c.Status, c.Detail, c.Hint)
 	}
-	if len(r.Checks) != 14 {
-		t.Fatalf("%d checks, want 14", len(r.Checks))
+	if len(r.Checks) != 15 {
+		t.Fatalf("%d checks, want 15", len(r.Checks))
 	}
 
 	machine, err := unameMachine()
