@@ -69,8 +69,8 @@ func TestOptionalChecksOmitted(t *testing.T) {
 			t.Errorf("%s present without its option", name)
 		}
 	}
-	if len(r.Checks) != 11 {
-		t.Errorf("%d checks, want 11", len(r.Checks))
+	if len(r.Checks) != 12 {
+		t.Errorf("%d checks, want 12", len(r.Checks))
 	}
 }
 
