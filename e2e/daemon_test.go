@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bangerdev/banger/internal/api"
 )
 
 func TestDaemonLifecycle(t *testing.T) {
@@ -193,11 +196,65 @@ func TestDaemonRestartedWhenBinaryChanges(t *testing.T) {
 	e.bins.Bangerd = bin
 	e.must("version")
 	pid := e.daemonPID()
-	later := time.Now().Add(time.Minute)
+	// A busy daemon is not restarted: a pull hangs on a registry that
+	// accepts connections and never answers, and meanwhile the CLI keeps
+	// the old daemon (and says so) instead of cutting the pull.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	fakeKernel := filepath.Join(t.TempDir(), "vmlinux") // checked only once the pull is done
+	if err := os.WriteFile(fakeKernel, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pull := exec.Command(e.bins.Banger, "image", "pull", ln.Addr().String()+"/hang:latest", "--kernel", fakeKernel)
+	pull.Env = e.environ()
+	if err := pull.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var v api.VersionInfo
+		cmd := exec.Command("curl", "-s", "--unix-socket", filepath.Join(e.home, "run", "bangerd.sock"), "http://banger/v1/version")
+		out, _ := cmd.Output()
+		if json.Unmarshal(out, &v) == nil && v.Busy > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon never reported the pull in flight: %s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	later := time.Now().Add(time.Minute) // the binary is "rebuilt"
 	if err := os.Chtimes(bin, later, later); err != nil {
 		t.Fatal(err)
 	}
 	r := e.run("version")
+	if r.code != 0 || !strings.Contains(r.stderr, "is busy with 1 operation") || e.daemonPID() != pid {
+		t.Fatalf("busy daemon restarted: %+v", r)
+	}
+	_ = pull.Process.Kill()
+	_ = pull.Wait()
+	for i := 0; i < 100; i++ { // the daemon sees the client go away
+		var v api.VersionInfo
+		out, _ := exec.Command("curl", "-s", "--unix-socket", filepath.Join(e.home, "run", "bangerd.sock"), "http://banger/v1/version").Output()
+		if json.Unmarshal(out, &v) == nil && v.Busy == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	r = e.run("version")
 	if r.code != 0 || !strings.Contains(r.stderr, "restarting bangerd") {
 		t.Fatalf("no restart: %+v", r)
 	}

@@ -47,6 +47,9 @@ type VersionInfo struct {
 	Socket     string    `json:"socket"`
 	StateDir   string    `json:"state_dir"`
 	LogFile    string    `json:"log_file"`
+	// Busy is how many state-changing requests or sessions (exec, builds,
+	// pulls, forwards) are in flight.
+	Busy int `json:"busy"`
 }
 
 // Health answers GET /v1/health.

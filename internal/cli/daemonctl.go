@@ -30,6 +30,17 @@ func (a *App) client(ctx context.Context) (*client.Client, error) {
 	switch {
 	case err == nil:
 		if reason := a.staleDaemon(v); reason != "" {
+			if v.Busy > 0 {
+				// Restarting would cut the builds, pulls and sessions of
+				// other clients: keep the old daemon while its API matches.
+				if v.API != api.Version {
+					return nil, errkind.WithHint(errkind.New(errkind.Conflict,
+						"bangerd must be restarted (%s) but is busy with %d operation(s)", reason, v.Busy),
+						"retry when they finish, or stop it with `banger daemon stop`")
+				}
+				fmt.Fprintf(a.Stderr, "banger: bangerd should restart (%s) but is busy with %d operation(s); using it as is\n", reason, v.Busy)
+				return c, nil
+			}
 			fmt.Fprintf(a.Stderr, "banger: restarting bangerd (%s)\n", reason)
 			if err := a.stopDaemon(ctx, c); err != nil {
 				return nil, err

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,6 +37,9 @@ type Server struct {
 	exe      string
 	exeMod   time.Time
 	shutdown func()
+	// busy counts the requests in flight that change state or hold a
+	// session (every method but GET): a CLI does not restart a busy daemon.
+	busy atomic.Int64
 }
 
 // Options configure Run.
@@ -143,12 +147,26 @@ func (s *Server) routeTable() []route {
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	for _, r := range s.routeTable() {
-		mux.HandleFunc(r.method+" "+api.Prefix+r.path, r.h)
+		h := r.h
+		if r.method != http.MethodGet && r.path != "/daemon/shutdown" {
+			h = s.counted(h)
+		}
+		mux.HandleFunc(r.method+" "+api.Prefix+r.path, h)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errkind.New(errkind.NotFound, "no route %s %s", r.Method, r.URL.Path))
 	})
 	return mux
+}
+
+// counted wraps h so that s.busy counts it while it runs (for an upgraded
+// exec or forward stream: until the stream ends).
+func (s *Server) counted(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.busy.Add(1)
+		defer s.busy.Add(-1)
+		h(w, r)
+	}
 }
 
 func (s *Server) version(w http.ResponseWriter, r *http.Request) {
@@ -162,6 +180,7 @@ func (s *Server) version(w http.ResponseWriter, r *http.Request) {
 		Socket:     s.layout.Socket(),
 		StateDir:   s.layout.StateDir,
 		LogFile:    s.layout.DaemonLog(),
+		Busy:       int(s.busy.Load()),
 	})
 }
 
