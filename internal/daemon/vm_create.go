@@ -89,8 +89,10 @@ func (d *Daemon) vmSizing(req api.VMCreateRequest) (cpus, memMiB int, disk int64
 
 // CreateVM makes a VM from an image (per-VM overlay and work disks, a row
 // in the store) and starts it unless NoStart. Every step is undone in
-// reverse if a later one fails; a VM whose boot fails stays in state error
-// with its console log kept for `vm logs`.
+// reverse if a later one fails, or if the request is cancelled, up to the
+// VM's row; once the row exists the start runs to its end even when the
+// client goes away. A VM whose boot fails stays in state error with its
+// console log kept for `vm logs`.
 func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit func(api.Event)) (api.VMInfo, error) {
 	reqStart := time.Now()
 	if req.Name != "" {
@@ -120,6 +122,12 @@ func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit fun
 	}
 	im, err := d.imageForVM(ctx, imageRef, emit)
 	if err != nil {
+		if req.Image == "" && d.cfg.DefaultImage == "" && !errors.Is(err, errkind.NotFound) {
+			// The user named no image: say where the default came from.
+			err = errkind.WithHint(err, fmt.Sprintf("without --image, VMs boot the image catalog's default %s; "+
+				"pass --image NAME (see `banger image list`), set default_image in config.toml, "+
+				"or set catalog_url to a server holding its bundle", imageRef))
+		}
 		return api.VMInfo{}, err
 	}
 	if req.Kernel != "" || im.KernelRef != "" {
@@ -193,7 +201,9 @@ func (d *Daemon) CreateVM(ctx context.Context, req api.VMCreateRequest, emit fun
 	if req.NoStart {
 		return d.vmInfo(vm), nil
 	}
-	if err := d.startLocked(ctx, vm, emit, reqStart); err != nil {
+	// From here the VM exists: its start is the daemon's, whatever
+	// becomes of the request (see startDetached).
+	if err := d.startDetached(ctx, vm, emit, reqStart); err != nil {
 		return api.VMInfo{}, err
 	}
 	return d.vmInfo(vm), nil

@@ -43,22 +43,55 @@ func (d *Daemon) withVM(ctx context.Context, ref string, fn func(vm *model.VM) e
 // StartVM boots a stopped VM.
 func (d *Daemon) StartVM(ctx context.Context, ref string, emit func(api.Event)) (api.VMInfo, error) {
 	reqStart := time.Now()
-	return d.withVM(ctx, ref, func(vm *model.VM) error { return d.startLocked(ctx, vm, emit, reqStart) })
+	return d.withVM(ctx, ref, func(vm *model.VM) error { return d.startDetached(ctx, vm, emit, reqStart) })
+}
+
+// startDetached starts a VM whose lock the caller holds. A VM's lifetime
+// belongs to the daemon, not to the request: the start runs on a context
+// the request cannot cancel, so a client that goes away (Ctrl-C on `vm
+// run`) leaves a VM that ends up running, or failed with its reason
+// recorded. Cancelling midway could leave a row in state starting with no
+// VMM, or a VMM killed but not yet gone whose row a delete then removes.
+// Only a forced delete cuts a start short (interruptStart).
+func (d *Daemon) startDetached(ctx context.Context, vm *model.VM, emit func(api.Event), reqStart time.Time) error {
+	done := d.vms.markStarting(vm.ID)
+	defer done()
+	return d.startLocked(context.WithoutCancel(ctx), vm, emit, reqStart)
+}
+
+// interruptStart cuts short a start of the VM ref under way, for a forced
+// delete: it kills the VMM as soon as there is one, so the start fails on
+// its own (its agent wait sees the exit), tears the VMM down and releases
+// the VM's lock. Without it the delete would wait for the guest to boot.
+func (d *Daemon) interruptStart(ctx context.Context, ref string) {
+	vm, err := d.store.GetVM(ctx, ref)
+	if err != nil {
+		return // the delete reports it
+	}
+	for d.vms.isStarting(vm.ID) {
+		if rt := d.vms.get(vm.ID); rt != nil {
+			_ = rt.inst.Kill(syscall.SIGKILL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // StopVM stops a VM cleanly: the agent syncs and powers off; after the
-// timeout the VMM is asked (ACPI) and then killed.
+// timeout the VMM is asked (ACPI) and then killed. Like a start, a stop
+// runs to its end when the client goes away: cut short, it would record
+// the VM stopped without waiting for its VMM to exit.
 func (d *Daemon) StopVM(ctx context.Context, ref string, timeout time.Duration) (api.VMInfo, error) {
+	ctx = context.WithoutCancel(ctx)
 	return d.withVM(ctx, ref, func(vm *model.VM) error { return d.stopLocked(ctx, vm, timeout) })
 }
 
 // RestartVM stops and starts a VM (a real reboot: new boot id).
 func (d *Daemon) RestartVM(ctx context.Context, ref string, emit func(api.Event)) (api.VMInfo, error) {
 	return d.withVM(ctx, ref, func(vm *model.VM) error {
-		if err := d.stopLocked(ctx, vm, defaultStopTimeout); err != nil {
+		if err := d.stopLocked(context.WithoutCancel(ctx), vm, defaultStopTimeout); err != nil {
 			return err
 		}
-		return d.startLocked(ctx, vm, emit, time.Now())
+		return d.startDetached(ctx, vm, emit, time.Now())
 	})
 }
 
@@ -167,8 +200,15 @@ func (d *Daemon) released(vm *model.VM, rt *vmRuntime) {
 	}
 }
 
-// DeleteVM removes a VM and its disks. A running VM needs force.
+// DeleteVM removes a VM and its disks. A running VM needs force; forced,
+// it also cuts short a start under way. Once begun, a delete runs to its
+// end whatever becomes of the request: stopped midway, it would leave a
+// row saying running for a VMM already killed.
 func (d *Daemon) DeleteVM(ctx context.Context, ref string, force bool) error {
+	ctx = context.WithoutCancel(ctx)
+	if force {
+		d.interruptStart(ctx, ref)
+	}
 	_, err := d.withVM(ctx, ref, func(vm *model.VM) error {
 		if rt := d.vms.get(vm.ID); rt != nil {
 			if !force {

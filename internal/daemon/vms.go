@@ -33,6 +33,7 @@ type vmRegistry struct {
 	running  map[string]*vmRuntime // by VM id
 	locks    map[string]*sync.Mutex
 	creating map[string]bool // names reserved by in-flight creates
+	starting map[string]bool // ids of VMs being started
 }
 
 func newVMRegistry() *vmRegistry {
@@ -40,6 +41,7 @@ func newVMRegistry() *vmRegistry {
 		running:  map[string]*vmRuntime{},
 		locks:    map[string]*sync.Mutex{},
 		creating: map[string]bool{},
+		starting: map[string]bool{},
 	}
 }
 
@@ -89,6 +91,25 @@ func (r *vmRegistry) unreserve(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.creating, name)
+}
+
+// markStarting records that the VM id is being started, until the
+// returned func is called.
+func (r *vmRegistry) markStarting(id string) func() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.starting[id] = true
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		delete(r.starting, id)
+	}
+}
+
+func (r *vmRegistry) isStarting(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.starting[id]
 }
 
 // ListVMs returns every VM.
