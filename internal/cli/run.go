@@ -187,6 +187,15 @@ func (a *App) runVM(ctx context.Context, o runOpts, path string, argv []string) 
 				a.removeVM(ctx, c, name)
 			}
 		}()
+	} else {
+		// An interrupted run leaves its VM to the daemon, which finishes
+		// starting it: say so, as a finished run does.
+		asked := time.Now()
+		defer func() {
+			if owned && ctx.Err() != nil {
+				a.reportKeptVM(ctx, c, name, asked)
+			}
+		}()
 	}
 
 	p := a.newProgress()
@@ -307,6 +316,18 @@ func (a *App) removeVM(ctx context.Context, c *client.Client, name string) {
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
+}
+
+// reportKeptVM tells where the VM of an interrupted run without --rm
+// stands (the daemon goes on starting it), when this run created it.
+func (a *App) reportKeptVM(ctx context.Context, c *client.Client, name string, asked time.Time) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	vm, err := c.ShowVM(sctx, name)
+	if err != nil || vm.CreatedAt.Before(asked.Add(-time.Second)) {
+		return
+	}
+	fmt.Fprintf(a.Stderr, "vm %s is %s and stays (no --rm): `banger vm delete -f %s` removes it\n", name, vm.State, name)
 }
 
 // reportVMState says what became of a VM after its agent channel dropped.
