@@ -150,3 +150,23 @@ func TestPullCatalogBundle(t *testing.T) {
 		t.Fatalf("relative out dir: %v", err)
 	}
 }
+
+func TestImageRefDefault(t *testing.T) {
+	d := newTestDaemon(t)
+	// An explicit image wins; then default_image; then the catalog's default.
+	if ref, err := d.imageRef("mine"); err != nil || ref != "mine" {
+		t.Fatalf("explicit: %q, %v", ref, err)
+	}
+	if ref, err := d.imageRef(""); err != nil || ref != "debian-bookworm" {
+		t.Fatalf("embedded catalog default: %q, %v", ref, err)
+	}
+	writeTestCatalog(t, d, imagecat.Catalog{Version: 1, Default: "team-image", Images: []imagecat.Image{
+		{Name: "team-image", Arch: "amd64", OCIRef: "127.0.0.1:5000/team:1"}}})
+	if ref, err := d.imageRef(""); err != nil || ref != "team-image" {
+		t.Fatalf("catalog file default: %q, %v", ref, err)
+	}
+	d.cfg.DefaultImage = "busybox"
+	if ref, err := d.imageRef(""); err != nil || ref != "busybox" {
+		t.Fatalf("default_image: %q, %v", ref, err)
+	}
+}
