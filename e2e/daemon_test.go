@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -263,5 +264,33 @@ func TestDaemonRestartedWhenBinaryChanges(t *testing.T) {
 	}
 	if syscall.Kill(pid, 0) == nil {
 		t.Fatalf("old daemon %d still alive", pid)
+	}
+}
+
+// TestConcurrentAutostart starts several CLIs at once against a home with
+// no daemon: every one of them must succeed, whichever daemon wins the lock.
+func TestConcurrentAutostart(t *testing.T) {
+	for round := 0; round < 3; round++ {
+		e := newEnv(t)
+		const n = 4
+		errs := make(chan string, n)
+		for i := 0; i < n; i++ {
+			go func() {
+				cmd := exec.Command(e.bins.Banger, "image", "list", "-o", "json")
+				cmd.Env = e.environ()
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					errs <- fmt.Sprintf("%v: %s", err, out)
+					return
+				}
+				errs <- ""
+			}()
+		}
+		for i := 0; i < n; i++ {
+			if msg := <-errs; msg != "" {
+				t.Errorf("round %d: a concurrent first command failed: %s", round, msg)
+			}
+		}
+		e.stopDaemon()
 	}
 }

@@ -153,7 +153,13 @@ func (a *App) startDaemon(ctx context.Context, c *client.Client) error {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
-			return errkind.WithHint(fmt.Errorf("bangerd exited during start-up (%v): %s", err, lastLogLine(logPath, offset)),
+			last := lastLogLine(logPath, offset)
+			if lostStartRace(logPath, offset) {
+				// Another CLI started a daemon at the same time and won
+				// the lock: use that one once it answers.
+				return waitForDaemon(ctx, c, time.Until(deadline))
+			}
+			return errkind.WithHint(fmt.Errorf("bangerd exited during start-up (%v): %s", err, last),
 				"see "+logPath)
 		case <-ctx.Done():
 			return ctx.Err()
@@ -165,6 +171,38 @@ func (a *App) startDaemon(ctx context.Context, c *client.Client) error {
 	}
 	return errkind.WithHint(errkind.New(errkind.Unavailable, "bangerd did not answer on %s within %s", c.Socket(), daemonStartTimeout),
 		"see "+logPath)
+}
+
+// waitForDaemon waits up to timeout for a daemon to answer on c.
+func waitForDaemon(ctx context.Context, c *client.Client, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		_, err := probe(ctx, c)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errkind.Wrap(errkind.Unavailable, err, "waiting for the bangerd another banger started")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// lostStartRace reports whether the log since offset says another daemon
+// already held the lock (both daemons log to the same file).
+func lostStartRace(path string, offset int64) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	_, _ = f.Seek(offset, io.SeekStart)
+	b, _ := io.ReadAll(io.LimitReader(f, 1<<20))
+	return strings.Contains(string(b), "already serves")
 }
 
 func lastLogLine(path string, offset int64) string {
