@@ -85,6 +85,16 @@ func (a *App) execIn(ctx context.Context, c *client.Client, name string, argv []
 			}
 		}
 	}
+	interactive := o.tty && inIsFile && term.IsTerminal(int(inFile.Fd()))
+	var sigs chan os.Signal
+	if !interactive {
+		// Not a terminal: SIGINT/SIGTERM/SIGHUP go to the remote process.
+		// Caught from before the session exists, so one sent while it is
+		// being set up is delivered once it is, not lost.
+		sigs = make(chan os.Signal, 4)
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+		defer signal.Stop(sigs)
+	}
 	conn, err := c.Exec(ctx, name, req)
 	if err != nil {
 		if code, ok := a.execStartStatus(err); ok {
@@ -96,7 +106,7 @@ func (a *App) execIn(ctx context.Context, c *client.Client, name string, argv []
 	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	es := agentproto.NewExecStream(conn)
 
-	if o.tty && inIsFile && term.IsTerminal(int(inFile.Fd())) {
+	if interactive {
 		old, err := term.MakeRaw(int(inFile.Fd()))
 		if err == nil {
 			restore = func() { _ = term.Restore(int(inFile.Fd()), old) }
@@ -113,10 +123,6 @@ func (a *App) execIn(ctx context.Context, c *client.Client, name string, argv []
 			}
 		}()
 	} else {
-		// Not a terminal: forward SIGINT/SIGTERM to the remote process.
-		sigs := make(chan os.Signal, 1)
-		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-		defer signal.Stop(sigs)
 		go func() {
 			for s := range sigs {
 				_ = es.Signal(int(s.(syscall.Signal)))
