@@ -212,9 +212,11 @@ func (d *Daemon) startLocked(ctx context.Context, vm *model.VM, emit func(api.Ev
 	id := inst.Identity()
 	raw, _ := json.Marshal(id)
 	vm.Identity, vm.Accel = string(raw), string(id.Accel)
-	if err := d.store.UpdateVM(ctx, vm); err != nil {
-		_ = inst.Kill(syscall.SIGKILL)
-		return err
+	if err := d.store.UpdateVM(context.WithoutCancel(ctx), vm); err != nil {
+		// Without its identity on the row the VM could not be re-adopted:
+		// do not let it run unrecorded.
+		d.teardown(vm, d.track(vm, inst))
+		return d.failVM(context.WithoutCancel(ctx), vm, fmt.Errorf("recording the vmm identity: %w", err))
 	}
 	rt := d.track(vm, inst)
 	emit(api.Event{Stage: "agent", Message: "waiting for the guest agent"})
@@ -226,8 +228,9 @@ func (d *Daemon) startLocked(ctx context.Context, vm *model.VM, emit func(api.Ev
 	}
 	tReady := time.Now()
 	vm.State = model.StateRunning
-	if err := d.store.UpdateVM(ctx, vm); err != nil {
-		return err
+	if err := d.store.UpdateVM(context.WithoutCancel(ctx), vm); err != nil {
+		d.teardown(vm, rt)
+		return d.failVM(context.WithoutCancel(ctx), vm, fmt.Errorf("recording the running state: %w", err))
 	}
 	emit(api.Event{Stage: "ready", Message: "vm " + vm.Name + " is running"})
 	d.log.Info("vm running", "vm", vm.Name, "to_vmm_exec", tExec.Sub(reqStart), "vmm_start", tBooted.Sub(tExec),
