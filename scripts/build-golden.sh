@@ -79,8 +79,15 @@ if "$banger" image show "$name" >/dev/null 2>&1; then
 fi
 t=$(now)
 log "building $name FROM $base"
+# CAs this host trusts beyond Debian's (an egress proxy that re-signs TLS):
+# handed to the one HTTPS download of the build, not kept in the image.
+extra_ca=""
+for f in /usr/local/share/ca-certificates/*.crt; do
+	[ -f "$f" ] && extra_ca+=$(cat "$f")$'\n'
+done
+[ -z "$extra_ca" ] || log "trusting this host's extra CAs for the build's downloads"
 "$banger" image build -q -f "$repo/images/golden/Dockerfile" --net nat \
-	--build-arg "BASE=$base" --name "$name" "$repo/images/golden"
+	--build-arg "BASE=$base" --build-arg "EXTRA_CA_PEM=$extra_ca" --name "$name" "$repo/images/golden"
 build_s=$(elapsed "$t")
 log "built $name in ${build_s}s"
 "$banger" image show "$name"
@@ -95,8 +102,8 @@ if [ "$check" = 1 ]; then
 			for i in $(seq 60); do systemctl is-active -q "$u" && break; sleep 1; done
 			printf "%-13s %s\n" "$u" "$(systemctl is-active "$u")"
 		done
-		printf "int main(void){puts(\"hello from a container\");return 0;}\n" | gcc -static -x c - -o /tmp/hi
-		tar -C /tmp -c hi | docker import -q - golden-check >/dev/null
+		printf "#include <stdio.h>\nint main(void){puts(\"hello from a container\");return 0;}\n" | gcc -static -x c - -o /tmp/hi
+		tar -C /tmp -c hi | docker import - golden-check >/dev/null
 		docker run --rm golden-check /hi
 		docker rmi -f golden-check >/dev/null
 		mise --version
