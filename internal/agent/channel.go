@@ -51,30 +51,26 @@ func (s *Server) ServePort(ctx context.Context, open func() (io.ReadWriteCloser,
 
 // servePort runs sessions on port until reading it fails.
 func (s *Server) servePort(ctx context.Context, port io.ReadWriteCloser) error {
-	p := &pump{port: port, next: make(chan *io.PipeWriter, 1), dead: make(chan struct{}), quit: make(chan struct{})}
+	p := newPump(port)
 	stop := context.AfterFunc(ctx, func() { port.Close() })
 	defer stop()
-	defer close(p.quit)
+	defer p.stop()
 	go p.run()
 	for {
-		pr, pw := io.Pipe()
-		select {
-		case p.next <- pw:
-		case <-p.dead:
-			return p.err
+		sc := p.newSession()
+		if sc == nil {
+			return p.failure()
 		}
-		sc := &portSession{r: pr, port: port, mu: &p.writeMu}
 		if err := s.ServeConn(ctx, sc); err != nil && ctx.Err() == nil && !errors.Is(err, io.EOF) {
 			s.logf("session ended: %v", err)
 		}
 		sc.Close()
 		if d, ok := port.(writeDeadliner); ok {
-			_ = d.SetWriteDeadline(time.Time{}) // no writer of that session is left
-		}
-		select {
-		case <-p.dead:
-			return p.err
-		default:
+			// Once the session's last write (interrupted by Close) has
+			// returned, writes may block again.
+			p.writeMu.Lock()
+			_ = d.SetWriteDeadline(time.Time{})
+			p.writeMu.Unlock()
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -82,55 +78,149 @@ func (s *Server) servePort(ctx context.Context, port io.ReadWriteCloser) error {
 	}
 }
 
-// pump is the only reader of the port. It feeds the current session's pipe
-// and hands bytes a finished session did not take to the next one, so that
-// no goroutine of an old session can steal data from a new one.
+// portReadAhead bounds the bytes the pump reads ahead of the session.
+const portReadAhead = 1 << 20
+
+// portChunk is the size of the pump's buffers; a read goes into the free
+// end of the last one when at least portMinRead bytes are free there.
+const (
+	portChunk   = 64 << 10
+	portMinRead = 4 << 10
+)
+
+// pump is the only reader of the port. It reads ahead into a queue that
+// the current session reads from; bytes a finished session did not take
+// stay for the next one, so no goroutine of an old session can steal data
+// from a new one. Reading ahead lets one session read take everything that
+// arrived meanwhile: a virtio-serial read returns at most one 4 KiB buffer.
 type pump struct {
 	port    io.ReadWriteCloser
-	next    chan *io.PipeWriter
-	dead    chan struct{} // closed when run returns
-	quit    chan struct{} // closed when servePort returns
-	err     error
+	mu      sync.Mutex
+	cond    sync.Cond // queue changed, or stopped
+	queue   []segment
+	free    [][]byte // recycled chunks
+	queued  int      // unread data bytes in queue
+	err     error    // the read error that ended run
+	dead    bool     // run returned
+	quit    bool     // servePort returned
 	writeMu sync.Mutex
 }
 
+// segment is a chunk of bytes (read from off to len; the pump reads into
+// its spare capacity while it is last), or the end of a host connection
+// (io.EOF) or of the port (another error).
+type segment struct {
+	data []byte
+	off  int
+	end  error
+}
+
+func newPump(port io.ReadWriteCloser) *pump {
+	p := &pump{port: port}
+	p.cond.L = &p.mu
+	return p
+}
+
+// newSession starts the next session, or returns nil when reading the port
+// failed.
+func (p *pump) newSession() *portSession {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dead {
+		return nil
+	}
+	return &portSession{p: p}
+}
+
+func (p *pump) failure() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+func (p *pump) stop() {
+	p.mu.Lock()
+	p.quit = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// tail returns the last segment when it is a chunk with room for a read,
+// appending a new chunk otherwise. The caller holds p.mu.
+func (p *pump) tail() *segment {
+	if n := len(p.queue); n > 0 {
+		if t := &p.queue[n-1]; t.end == nil && cap(t.data)-len(t.data) >= portMinRead {
+			return t
+		}
+	}
+	var buf []byte
+	if n := len(p.free); n > 0 {
+		buf, p.free = p.free[n-1], p.free[:n-1]
+	} else {
+		buf = make([]byte, 0, portChunk)
+	}
+	p.queue = append(p.queue, segment{data: buf})
+	return &p.queue[len(p.queue)-1]
+}
+
+// pop drops the first segment, recycling its chunk. The caller holds p.mu.
+func (p *pump) pop() {
+	if d := p.queue[0].data; d != nil && len(p.free) < 4 {
+		p.free = append(p.free, d[:0])
+	}
+	p.queue = append(p.queue[:0], p.queue[1:]...)
+}
+
+// end queues the end of a host connection or of the port. The caller holds
+// p.mu.
+func (p *pump) end(err error) {
+	p.queue = append(p.queue, segment{end: err})
+	p.cond.Broadcast()
+}
+
 func (p *pump) run() {
-	defer close(p.dead)
-	var cur *io.PipeWriter
-	buf := make([]byte, 64<<10)
+	defer func() {
+		p.mu.Lock()
+		p.dead = true
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}()
 	for {
-		n, err := p.port.Read(buf)
+		p.mu.Lock()
+		for p.queued >= portReadAhead && !p.quit {
+			p.cond.Wait()
+		}
+		if p.quit {
+			p.mu.Unlock()
+			return
+		}
+		t := p.tail()
+		data := t.data
+		p.mu.Unlock()
+		// Only the pump touches the spare capacity of the last chunk, and
+		// the reader does not drop the last chunk while it has room.
+		n, err := p.port.Read(data[len(data):cap(data)])
+		p.mu.Lock()
 		if n > 0 {
-			data := buf[:n]
-			for len(data) > 0 {
-				if cur == nil {
-					select {
-					case cur = <-p.next:
-					case <-p.quit:
-						return
-					}
-				}
-				w, werr := cur.Write(data)
-				data = data[w:]
-				if werr != nil {
-					cur = nil // that session is over; give the rest to the next
-				}
-			}
+			t := &p.queue[len(p.queue)-1]
+			t.data = t.data[:len(t.data)+n]
+			p.queued += n
+			p.cond.Broadcast()
 		}
 		switch {
 		case err == nil:
+			p.mu.Unlock()
 		case errors.Is(err, io.EOF):
 			// No host connected: end the session, if any, and poll again.
-			if cur != nil {
-				cur.Close()
-				cur = nil
+			if k := len(p.queue); k == 0 || p.queue[k-1].end != io.EOF {
+				p.end(io.EOF)
 			}
+			p.mu.Unlock()
 			time.Sleep(portEOFPause)
 		default:
-			if cur != nil {
-				cur.CloseWithError(err)
-			}
 			p.err = fmt.Errorf("reading host channel: %w", err)
+			p.end(p.err)
+			p.mu.Unlock()
 			return
 		}
 	}
@@ -138,9 +228,9 @@ func (p *pump) run() {
 
 // portSession is one session's view of the port.
 type portSession struct {
-	r      *io.PipeReader
-	port   io.Writer
-	mu     *sync.Mutex // serialises writes to the port
+	p      *pump
+	got    bool  // has read data (guarded by p.mu)
+	end    error // the end it read (guarded by p.mu)
 	closed atomic.Bool
 }
 
@@ -150,15 +240,70 @@ type writeDeadliner interface {
 	SetWriteDeadline(time.Time) error
 }
 
-func (c *portSession) Read(b []byte) (int, error) { return c.r.Read(b) }
+// Read returns what the pump has queued, up to the end of the host
+// connection.
+func (c *portSession) Read(b []byte) (int, error) {
+	p := c.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		switch {
+		case c.closed.Load():
+			return 0, net.ErrClosed
+		case c.end != nil:
+			return 0, c.end
+		case len(p.queue) > 0:
+		case p.dead || p.quit:
+			return 0, net.ErrClosed
+		default:
+			p.cond.Wait()
+			continue
+		}
+		seg := &p.queue[0]
+		if seg.end == nil {
+			if seg.off < len(seg.data) {
+				break
+			}
+			if len(p.queue) == 1 && cap(seg.data)-len(seg.data) >= portMinRead {
+				// The pump may be reading into it.
+				p.cond.Wait()
+				continue
+			}
+			p.pop()
+			continue
+		}
+		end := seg.end
+		p.pop()
+		if end == io.EOF && !c.got {
+			continue // the end of an earlier host connection
+		}
+		c.end = end
+		return 0, end
+	}
+	n := 0
+	for n < len(b) && len(p.queue) > 0 && p.queue[0].end == nil {
+		seg := &p.queue[0]
+		k := copy(b[n:], seg.data[seg.off:])
+		n += k
+		seg.off += k
+		if seg.off < len(seg.data) || (len(p.queue) == 1 && cap(seg.data)-len(seg.data) >= portMinRead) {
+			break
+		}
+		p.pop()
+	}
+	p.queued -= n
+	c.got = true
+	p.cond.Broadcast()
+	return n, nil
+}
 
 func (c *portSession) Write(b []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.p.writeMu.Lock()
+	defer c.p.writeMu.Unlock()
 	if c.closed.Load() {
 		return 0, net.ErrClosed
 	}
-	return c.port.Write(b)
+	return c.p.port.Write(b)
 }
 
 // Close ends the session. A write blocked because the host went away
@@ -167,11 +312,14 @@ func (c *portSession) Write(b []byte) (int, error) {
 // connects again.
 func (c *portSession) Close() error {
 	if !c.closed.Swap(true) {
-		if d, ok := c.port.(writeDeadliner); ok {
+		if d, ok := c.p.port.(writeDeadliner); ok {
 			_ = d.SetWriteDeadline(time.Unix(1, 0))
 		}
+		c.p.mu.Lock()
+		c.p.cond.Broadcast()
+		c.p.mu.Unlock()
 	}
-	return c.r.Close()
+	return nil
 }
 
 // FindVirtioPort returns the /dev path of the virtio-serial port called

@@ -79,6 +79,17 @@ type splitConn struct {
 	io.Closer
 }
 
+// closeBoth closes a BatchWriter and the connection it writes to.
+type closeBoth struct {
+	bw   *agentproto.BatchWriter
+	conn io.Closer
+}
+
+func (c closeBoth) Close() error {
+	c.bw.Close()
+	return c.conn.Close()
+}
+
 // ServeConn runs one session on conn: the handshake, then yamux until the
 // connection fails or ctx ends. conn is closed on return.
 func (s *Server) ServeConn(ctx context.Context, conn io.ReadWriteCloser) error {
@@ -89,8 +100,10 @@ func (s *Server) ServeConn(ctx context.Context, conn io.ReadWriteCloser) error {
 		conn.Close()
 		return fmt.Errorf("agent handshake: %w", err)
 	}
-	sess, err := yamux.Server(splitConn{rest, conn, conn}, yamuxConfig())
+	bw := agentproto.NewBatchWriter(conn)
+	sess, err := yamux.Server(splitConn{rest, bw, closeBoth{bw, conn}}, yamuxConfig())
 	if err != nil {
+		bw.Close()
 		conn.Close()
 		return fmt.Errorf("starting yamux session: %w", err)
 	}

@@ -51,12 +51,29 @@ func NewContext(ctx context.Context, conn net.Conn) (*Client, error) {
 	cfg.LogOutput = io.Discard
 	cfg.KeepAliveInterval = 15 * time.Second
 	cfg.MaxStreamWindowSize = 1 << 20
-	sess, err := yamux.Client(c, cfg)
+	bw := agentproto.NewBatchWriter(c)
+	sess, err := yamux.Client(batchConn{c, bw}, cfg)
 	if err != nil {
+		bw.Close()
 		conn.Close()
 		return nil, fmt.Errorf("starting agent session: %w", err)
 	}
 	return &Client{sess: sess, hello: hello}, nil
+}
+
+// batchConn is the session's connection: writes go through a
+// BatchWriter, so that yamux's many small writes reach the channel as few
+// large ones.
+type batchConn struct {
+	net.Conn
+	bw *agentproto.BatchWriter
+}
+
+func (c batchConn) Write(p []byte) (int, error) { return c.bw.Write(p) }
+
+func (c batchConn) Close() error {
+	c.bw.Close()
+	return c.Conn.Close()
 }
 
 // AgentVersion is the version the agent reported in the handshake.
