@@ -42,6 +42,11 @@ type Config struct {
 	// ImageCatalog is an image catalog file (same format as the embedded
 	// one) whose entries are added to, or replace, the embedded ones.
 	ImageCatalog string `toml:"image_catalog"`
+	// GuestCACerts are PEM files on the host (absolute paths, each holding
+	// one or more certificates) that every VM trusts: they are installed
+	// into the guest's trust store when its agent first answers on each
+	// start. Build VMs of `image build` do not get them.
+	GuestCACerts []string `toml:"guest_ca_certs"`
 	// VMDefaults size new VMs when flags are omitted.
 	VMDefaults VMDefaults `toml:"vm_defaults"`
 	// Network configures the bridge and NAT.
@@ -155,6 +160,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ImageCatalog != "" && !filepath.IsAbs(c.ImageCatalog) {
 		return fmt.Errorf("image_catalog %q: want an absolute path", c.ImageCatalog)
+	}
+	for _, p := range c.GuestCACerts {
+		if _, err := ReadCACerts(p); err != nil {
+			return err
+		}
 	}
 	if c.VMDefaults.MemoryMiB < 0 {
 		return fmt.Errorf("vm_defaults.memory_mib %d out of range", c.VMDefaults.MemoryMiB)
