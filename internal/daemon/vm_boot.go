@@ -227,6 +227,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *model.VM, emit func(api.Ev
 			"see `banger vm logs "+vm.Name+"`"))
 	}
 	tReady := time.Now()
+	d.installGuestCACerts(ctx, vm, rt, emit)
 	vm.State = model.StateRunning
 	if err := d.store.UpdateVM(context.WithoutCancel(ctx), vm); err != nil {
 		d.teardown(vm, rt)
