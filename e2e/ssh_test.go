@@ -68,6 +68,13 @@ func TestSSH(t *testing.T) {
 	}
 	t.Cleanup(func() { e.run("vm", "delete", "-f", "s1") })
 	t.Logf("vm create (agent up): %v", time.Since(start).Round(time.Millisecond))
+	// The first command of a systemd guest runs once basic.target is
+	// active (sockets listening), not in the half-booted system the agent
+	// already answers from.
+	if out := e.guest("s1", "systemctl", "is-active", "sockets.target", "basic.target"); out != "active\nactive\n" {
+		t.Fatalf("first command ran before basic.target: %q", out)
+	}
+	t.Logf("first command done: %v after create", time.Since(start).Round(time.Millisecond))
 	waitSSHBanner(t, net.JoinHostPort(vm.Network.IP, "22"), 3*time.Minute)
 	t.Logf("sshd answering: %v after create", time.Since(start).Round(time.Millisecond))
 

@@ -210,6 +210,9 @@ func (s *Server) handleExec(st io.ReadWriteCloser, req *agentproto.ExecRequest) 
 		writeResponse(st, errResponse(errkind.New(errkind.InvalidArgument, "exec: empty command")))
 		return
 	}
+	if s.ready != nil {
+		s.ready.wait(basicTargetTimeout)
+	}
 	p, err := s.startExec(req)
 	if err != nil {
 		writeResponse(st, errResponse(err))

@@ -44,7 +44,8 @@ type Config struct {
 
 // Server answers host requests.
 type Server struct {
-	cfg Config
+	cfg   Config
+	ready *sysReady // nil unless the guest runs systemd
 }
 
 // NewServer returns a Server.
@@ -55,7 +56,11 @@ func NewServer(cfg Config) *Server {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
-	return &Server{cfg: cfg}
+	s := &Server{cfg: cfg}
+	if cfg.InitMode == ModeSystemd {
+		s.ready = newSysReady(s.logf)
+	}
+	return s
 }
 
 func (s *Server) logf(format string, args ...any) {
