@@ -54,6 +54,14 @@ func (s *Server) handleDial(st io.ReadWriteCloser, req *agentproto.DialRequest) 
 	}
 }
 
+// spliceBuf is the copy buffer of each direction of a forwarded TCP stream.
+const spliceBuf = 256 << 10
+
+// onlyWriter and onlyReader hide ReadFrom/WriteTo so that io.CopyBuffer
+// uses its buffer instead of the connection's own 32 KiB copy loop.
+type onlyWriter struct{ io.Writer }
+type onlyReader struct{ io.Reader }
+
 // spliceTCP copies both ways, propagating half-closes, until both
 // directions are done.
 func spliceTCP(st io.ReadWriteCloser, c *net.TCPConn) {
@@ -62,12 +70,14 @@ func spliceTCP(st io.ReadWriteCloser, c *net.TCPConn) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		_, _ = io.Copy(c, st)
+		// Big buffers: every write into the guest socket and every frame
+		// on the channel costs guest CPU, which bounds forward throughput.
+		_, _ = io.CopyBuffer(onlyWriter{c}, st, make([]byte, spliceBuf))
 		_ = c.CloseWrite()
 	}()
 	go func() {
 		defer wg.Done()
-		_, err := io.Copy(st, c)
+		_, err := io.CopyBuffer(st, onlyReader{c}, make([]byte, spliceBuf))
 		_ = st.Close()
 		if err != nil {
 			// The guest side failed: make the other direction stop too.
