@@ -71,7 +71,7 @@ func TestNestedFirecracker(t *testing.T) {
 		"fc-driver:     --- PASS: TestConformance/AdoptKill",
 		"fc-driver:     --- PASS: TestConformance/Shutdown",
 		"fc-driver:     --- PASS: TestConformance/BadKernel",
-		"cycle: firecracker create/exec/stop/delete ok",
+		"cycle: firecracker create/exec/stop/delete ok", "cycle: firecracker guest modprobe ok",
 		"PASS net", "net: n-fc host->guest ping ok", "net: n-fc host->guest http ok",
 		"net: n-fc.vm resolves to", "net: n-fc private networking ok",
 	} {

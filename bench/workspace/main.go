@@ -116,7 +116,7 @@ func bench(ctx context.Context, n, mb int, cache, only string, mem, cpus int) er
 	}
 	defer os.RemoveAll(work)
 	e := &env{home: filepath.Join(work, "home"), bin: filepath.Join(work, "bin"),
-		sizing: []string{"--memory", fmt.Sprint(mem), "--cpus", fmt.Sprint(cpus), "--net", "none"}}
+		sizing: []string{"--image", "busybox", "--memory", fmt.Sprint(mem), "--cpus", fmt.Sprint(cpus), "--net", "none"}}
 	if err := build(ctx, e.bin); err != nil {
 		return err
 	}

@@ -77,7 +77,7 @@ copy_bin() {
 		done
 	done
 }
-copy_bin qemu-system-x86_64 mke2fs e2fsck debugfs tune2fs resize2fs dumpe2fs
+copy_bin qemu-system-x86_64 mke2fs e2fsck debugfs tune2fs resize2fs dumpe2fs depmod
 ln -sf mke2fs "$R/bin/mkfs.ext4"
 ln -sf e2fsck "$R/bin/fsck.ext4"
 cp -a /usr/share/qemu /usr/share/seabios "$R/usr/share/"

@@ -82,7 +82,7 @@ cycle() {
 	for vmm in firecracker qemu; do
 		vm=c-$vmm
 		t=$(up)
-		banger vm create --name $vm --vmm $vmm --memory 256 || { banger vm logs $vm; return 1; }
+		banger vm create --name $vm --image busybox --vmm $vmm --memory 256 || { banger vm logs $vm; return 1; }
 		echo "cycle: $vmm vm create $(elapsed "$t" "$(up)")"
 		banger vm show $vm | tee /tmp/show
 		grep -Eq "vmm[[:space:]]+$vmm" /tmp/show || { echo "cycle: vm show does not say $vmm"; return 1; }
@@ -90,6 +90,10 @@ cycle() {
 		got=$(banger vm exec $vm -- uname -r) || return 1
 		echo "cycle: $vmm vm exec uname -r = $got $(elapsed "$t" "$(up)")"
 		[ "$got" = "$rel" ] || { echo "cycle: want $rel"; return 1; }
+		# The kernel's module tree is the 4th drive, mounted at /lib/modules.
+		banger vm exec $vm -- sh -c 'modprobe br_netfilter && grep -q "^br_netfilter " /proc/modules' ||
+			{ echo "cycle: $vmm guest modprobe br_netfilter failed"; return 1; }
+		echo "cycle: $vmm guest modprobe ok"
 		t=$(up)
 		banger vm stop $vm || return 1
 		echo "cycle: $vmm vm stop $(elapsed "$t" "$(up)")"
@@ -110,7 +114,7 @@ cycle() {
 	mkdir -p $BANGER_HOME/config
 	printf 'firecracker_bin = "%s"\njailer_bin = "%s"\n' "$BANGER_FIRECRACKER_BIN" "$BANGER_JAILER_BIN" >$BANGER_HOME/config/config.toml
 	t=$(up)
-	if ! banger vm create --name c-jailed --vmm firecracker --memory 256; then
+	if ! banger vm create --name c-jailed --image busybox --vmm firecracker --memory 256; then
 		banger vm logs c-jailed
 		for f in $(find $BANGER_HOME -name 'firecracker*.log'); do
 			echo "== $f"
@@ -145,7 +149,7 @@ want cycle && step cycle cycle
 net_vm() {
 	vm=$1
 	t=$(up)
-	banger vm create --name $vm --vmm firecracker --memory 256 --net private || { banger vm logs $vm | tail -n 30; return 1; }
+	banger vm create --name $vm --image busybox --vmm firecracker --memory 256 --net private || { banger vm logs $vm | tail -n 30; return 1; }
 	echo "net: $vm vm create $(elapsed "$t" "$(up)")"
 	banger vm show $vm | tee /tmp/show
 	ip=$(awk '$1 == "ip" { print $2 }' /tmp/show)
