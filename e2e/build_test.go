@@ -3,8 +3,10 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,5 +129,68 @@ CMD ["sh"]
 	}
 	if left, _ := filepath.Glob(filepath.Join(e.home, "state", "images", "*.staging")); len(left) != 0 {
 		t.Errorf("staging left: %v", left)
+	}
+}
+
+// TestImageBuildDaemonKilled kills the daemon while a RUN step runs: the
+// next daemon kills the orphaned build VM and removes its run directory,
+// and the next build drops the dead build's scratch space.
+func TestImageBuildDaemonKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots build VMs; skipped in -short")
+	}
+	e := newVMEnv(t).env
+	bctx := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bctx, "Dockerfile"), []byte("FROM busybox\nRUN sleep 600\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command(e.bins.Banger, "image", "build", "--name", "slow", bctx)
+	build.Env = e.environ()
+	if err := build.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = build.Process.Kill(); _ = build.Wait() }()
+	runDir := filepath.Join(e.home, "run", "build")
+	var pids []int
+	for deadline := time.Now().Add(3 * time.Minute); len(pids) == 0; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no build vm appeared\ndaemon log:\n%s", e.daemonLog())
+		}
+		pids = qemuPIDs(runDir)
+	}
+	// Let the RUN step start, then kill the daemon outright.
+	time.Sleep(3 * time.Second)
+	if err := syscall.Kill(e.daemonPID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = build.Wait()
+	if left := qemuPIDs(runDir); len(left) == 0 {
+		t.Fatal("the build vm died with the daemon; nothing to test")
+	}
+	scratch, _ := filepath.Glob(filepath.Join(e.home, "cache", "build", "tmp", "build-*"))
+	if len(scratch) == 0 {
+		t.Fatal("no build scratch dir while the build ran")
+	}
+
+	e.must("image", "list") // starts a new daemon
+	for deadline := time.Now().Add(10 * time.Second); len(qemuPIDs(runDir)) > 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("build vm %v still runs after the daemon restarted", qemuPIDs(runDir))
+		}
+	}
+	if ents, _ := os.ReadDir(runDir); len(ents) != 0 {
+		t.Fatalf("build run dirs left: %v", ents)
+	}
+	if r := e.run("image", "show", "slow"); r.code == 0 {
+		t.Fatal("the interrupted build published an image")
+	}
+	// The next build (served from nothing: FROM busybox with no RUN) takes
+	// the cache lock and removes the dead build's scratch space.
+	if err := os.WriteFile(filepath.Join(bctx, "Quick.Dockerfile"), []byte("FROM busybox\nENV A=1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.must("image", "build", "-f", filepath.Join(bctx, "Quick.Dockerfile"), "--name", "quick", bctx)
+	if left, _ := filepath.Glob(filepath.Join(e.home, "cache", "build", "tmp", "build-*")); len(left) != 0 {
+		t.Fatalf("dead build scratch left: %v", left)
 	}
 }

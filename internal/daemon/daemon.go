@@ -94,6 +94,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 	q := qemu.New(qemu.Options{Binary: opts.Config.QEMUBin})
 	d.drivers[q.Name()] = q
 	firecracker.Register(d.drivers, opts.Config.FirecrackerBin, opts.Config.JailerBin)
+	d.reapBuildVMs()
 	if err := d.removeOrphanDirs(ctx); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("removing orphan directories: %w", err)

@@ -199,6 +199,11 @@ func (b *Builder) Build(ctx context.Context, req Request) (res *Result, err erro
 		return nil, err
 	}
 	defer unlock()
+	// Holding the lock, no other build runs: scratch dirs left under tmp/
+	// are from builds whose process died (a killed daemon); drop them.
+	if err := os.RemoveAll(filepath.Join(b.CacheDir, "tmp")); err != nil {
+		return nil, fmt.Errorf("removing stale build scratch: %w", err)
+	}
 	c := cache{dir: b.CacheDir}
 	final := BaseKey(req.Base.Digest)
 	if len(steps) > 0 {
