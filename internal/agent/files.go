@@ -85,7 +85,7 @@ func ExtractTar(r io.Reader, dir string, opts PutOptions) (agentproto.PutResult,
 			return res, fmt.Errorf("creating parent of %s: %w", target, err)
 		}
 		uidgid := owner(hdr, opts)
-		mode := os.FileMode(hdr.Mode).Perm() | tarSpecialBits(hdr.Mode)
+		mode := chmodMode(hdr)
 		switch hdr.Typeflag {
 		case tar.TypeDir:
 			fi, err := os.Lstat(target)
@@ -178,7 +178,7 @@ func ExtractTar(r io.Reader, dir string, opts PutOptions) (agentproto.PutResult,
 		if err := os.Lchown(d.path, d.owner[0], d.owner[1]); err != nil && !errors.Is(err, syscall.EPERM) {
 			return res, fmt.Errorf("changing owner of %s: %w", d.path, err)
 		}
-		mode := os.FileMode(d.hdr.Mode).Perm() | tarSpecialBits(d.hdr.Mode)
+		mode := chmodMode(d.hdr)
 		if err := os.Chmod(d.path, mode); err != nil {
 			return res, fmt.Errorf("changing mode of %s: %w", d.path, err)
 		}
@@ -196,18 +196,9 @@ func owner(hdr *tar.Header, opts PutOptions) [2]int {
 	return [2]int{opts.UID, opts.GID}
 }
 
-func tarSpecialBits(mode int64) os.FileMode {
-	var m os.FileMode
-	if mode&0o4000 != 0 {
-		m |= os.ModeSetuid
-	}
-	if mode&0o2000 != 0 {
-		m |= os.ModeSetgid
-	}
-	if mode&0o1000 != 0 {
-		m |= os.ModeSticky
-	}
-	return m
+// chmodMode is the permission and setuid/setgid/sticky bits of a tar entry.
+func chmodMode(hdr *tar.Header) os.FileMode {
+	return hdr.FileInfo().Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky)
 }
 
 func setTimes(path string, mtime time.Time) error {

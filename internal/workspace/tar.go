@@ -301,7 +301,6 @@ func ExtractTar(r io.Reader, dir string, opts ExtractOptions) (ExtractResult, er
 				return res, fmt.Errorf("creating parent of %s: %w", name, err)
 			}
 		}
-		mode := fs.FileMode(hdr.Mode).Perm()
 		switch hdr.Typeflag {
 		case tar.TypeDir:
 			if fi, err := root.Lstat(name); err == nil && !fi.IsDir() {
@@ -368,7 +367,7 @@ func ExtractTar(r io.Reader, dir string, opts ExtractOptions) (ExtractResult, er
 				return res, fmt.Errorf("changing owner of %s: %w", name, err)
 			}
 		}
-		if err := root.Chmod(name, mode|specialBits(hdr.Mode)); err != nil {
+		if err := root.Chmod(name, chmodMode(hdr)); err != nil {
 			return res, fmt.Errorf("changing mode of %s: %w", name, err)
 		}
 		if !hdr.ModTime.IsZero() {
@@ -380,7 +379,7 @@ func ExtractTar(r io.Reader, dir string, opts ExtractOptions) (ExtractResult, er
 		if chown {
 			_ = root.Lchown(d.name, d.hdr.Uid, d.hdr.Gid)
 		}
-		if err := root.Chmod(d.name, fs.FileMode(d.hdr.Mode).Perm()|specialBits(d.hdr.Mode)); err != nil {
+		if err := root.Chmod(d.name, chmodMode(d.hdr)); err != nil {
 			return res, fmt.Errorf("changing mode of %s: %w", d.name, err)
 		}
 		if !d.hdr.ModTime.IsZero() {
@@ -390,18 +389,9 @@ func ExtractTar(r io.Reader, dir string, opts ExtractOptions) (ExtractResult, er
 	return res, nil
 }
 
-func specialBits(mode int64) fs.FileMode {
-	var m fs.FileMode
-	if mode&0o4000 != 0 {
-		m |= fs.ModeSetuid
-	}
-	if mode&0o2000 != 0 {
-		m |= fs.ModeSetgid
-	}
-	if mode&0o1000 != 0 {
-		m |= fs.ModeSticky
-	}
-	return m
+// chmodMode is the permission and setuid/setgid/sticky bits of a tar entry.
+func chmodMode(hdr *tar.Header) fs.FileMode {
+	return hdr.FileInfo().Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
 }
 
 func removeNonDir(root *os.Root, name string) error {
