@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -144,12 +143,12 @@ func stageBootArtifacts(staging, final string, kin kernelInputs, im *model.Image
 	if kin.Kernel == "" {
 		return nil
 	}
-	if err := copyFile(kin.Kernel, filepath.Join(staging, imageKernelName)); err != nil {
+	if err := fsatomic.CopyFile(kin.Kernel, filepath.Join(staging, imageKernelName)); err != nil {
 		return fmt.Errorf("staging kernel: %w", err)
 	}
 	im.KernelPath = filepath.Join(final, imageKernelName)
 	if kin.Initrd != "" {
-		if err := copyFile(kin.Initrd, filepath.Join(staging, imageInitrdName)); err != nil {
+		if err := fsatomic.CopyFile(kin.Initrd, filepath.Join(staging, imageInitrdName)); err != nil {
 			return fmt.Errorf("staging initrd: %w", err)
 		}
 		im.InitrdPath = filepath.Join(final, imageInitrdName)
@@ -216,7 +215,7 @@ func (d *Daemon) PromoteImage(ctx context.Context, ref string, emit func(api.Eve
 		}
 	}()
 	emit(api.Event{Stage: "copy", Message: "copying " + im.RootfsPath})
-	if err := copyFile(im.RootfsPath, filepath.Join(staging, rootfsName)); err != nil {
+	if err := fsatomic.CopyFile(im.RootfsPath, filepath.Join(staging, rootfsName)); err != nil {
 		return nil, fmt.Errorf("copying rootfs: %w", err)
 	}
 	out := *im
@@ -317,22 +316,6 @@ func (d *Daemon) PruneImageCache(ctx context.Context, dryRun bool) (api.CachePru
 		BuildCacheDir: d.layout.BuildCacheDir(), BuildStates: states, BuildFreedBytes: bfreed, DryRun: dryRun}, nil
 }
 
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	return fsatomic.WriteFrom(dst, fi.Mode().Perm(), func(w io.Writer) error {
-		_, err := io.Copy(w, in)
-		return err
-	})
-}
-
 func copyTree(src, dst string) error {
 	return filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
@@ -350,7 +333,7 @@ func copyTree(src, dst string) error {
 			}
 			return os.Symlink(l, target)
 		case fi.Mode().IsRegular():
-			return copyFile(p, target)
+			return fsatomic.CopyFile(p, target)
 		}
 		return nil
 	})

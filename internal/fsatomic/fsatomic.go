@@ -53,6 +53,23 @@ func WriteFrom(path string, mode os.FileMode, fill func(w io.Writer) error) (err
 	return SyncDir(dir)
 }
 
+// CopyFile copies src to dst atomically, keeping src's permission bits.
+func CopyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	return WriteFrom(dst, fi.Mode().Perm(), func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	})
+}
+
 // SyncDir fsyncs a directory so a rename inside it is durable.
 func SyncDir(dir string) error {
 	d, err := os.Open(dir)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -151,7 +150,7 @@ func (j *jail) link(src, inJail string, writable bool) error {
 	dst := filepath.Join(j.Root, inJail)
 	err := os.Link(src, dst)
 	if errors.Is(err, syscall.EXDEV) && !writable {
-		err = copyFile(src, dst)
+		err = fsatomic.CopyFile(src, dst)
 	}
 	if err != nil {
 		if errors.Is(err, syscall.EXDEV) {
@@ -189,22 +188,6 @@ func readableBy(fi os.FileInfo, uid, gid int) bool {
 		return false
 	}
 	return (int(st.Uid) == uid && perm&0o400 != 0) || (int(st.Gid) == gid && perm&0o040 != 0)
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	return fsatomic.WriteFrom(dst, fi.Mode().Perm(), func(w io.Writer) error {
-		_, err := io.Copy(w, in)
-		return err
-	})
 }
 
 // args returns the jailer arguments that exec bin in the jail. The jailer
@@ -293,7 +276,7 @@ func (j *jail) remove(runDir string) {
 	logDst := filepath.Join(runDir, logName)
 	if src := filepath.Join(j.Root, logName); fileExists(src) {
 		if err := os.Rename(src, logDst); err != nil {
-			_ = copyFile(src, logDst)
+			_ = fsatomic.CopyFile(src, logDst)
 		}
 	}
 	_ = os.RemoveAll(j.Dir)
