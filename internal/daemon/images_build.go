@@ -49,17 +49,11 @@ func (d *Daemon) BuildImage(ctx context.Context, req imagebuild.APIRequest, emit
 		name = defaultBuildName(req.Context)
 	}
 	if err := model.ValidateImageName("image", name); err != nil {
-		return nil, errkind.WithHint(err, "pass --name")
+		return nil, errkind.WithHint(err, "pass --name") // the name may come from the context dir
 	}
-	var size int64
-	if req.Size != "" {
-		if size, err = bytesize.Parse(req.Size); err != nil {
-			return nil, errkind.Wrap(errkind.InvalidArgument, err, "--size")
-		}
-	}
-	if _, err := d.store.GetImage(ctx, name); err == nil {
-		return nil, errkind.WithHint(errkind.New(errkind.AlreadyExists, "image %q already exists", name),
-			"choose another --name or delete it with `banger image delete "+name+"`")
+	size, err := d.checkNewImage(ctx, name, req.Size)
+	if err != nil {
+		return nil, err
 	}
 	ref, err := df.BaseRef(req.BuildArgs)
 	if err != nil {

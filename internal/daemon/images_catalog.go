@@ -143,20 +143,9 @@ func (d *Daemon) pullBundle(ctx context.Context, req api.ImagePullRequest, entry
 	if name == "" {
 		name = entry.Name
 	}
-	if err := model.ValidateImageName("image", name); err != nil {
+	size, err := d.checkNewImage(ctx, name, req.Size)
+	if err != nil {
 		return nil, err
-	}
-	var size int64
-	if req.Size != "" {
-		s, err := bytesize.Parse(req.Size)
-		if err != nil {
-			return nil, errkind.Wrap(errkind.InvalidArgument, err, "--size")
-		}
-		size = s
-	}
-	if _, err := d.store.GetImage(ctx, name); err == nil {
-		return nil, errkind.WithHint(errkind.New(errkind.AlreadyExists, "image %q already exists", name),
-			"choose another --name or delete it with `banger image delete "+name+"`")
 	}
 	st, err := d.stageImage(name, "pulled")
 	if err != nil {

@@ -97,21 +97,10 @@ func (d *Daemon) PullImage(ctx context.Context, req api.ImagePullRequest, emit f
 		}
 		name = n
 	}
-	if err := model.ValidateImageName("image", name); err != nil {
-		return nil, err
-	}
-	var size int64
-	if req.Size != "" {
-		s, err := bytesize.Parse(req.Size)
-		if err != nil {
-			return nil, errkind.Wrap(errkind.InvalidArgument, err, "--size")
-		}
-		size = s
-	}
 	// 3.
-	if _, err := d.store.GetImage(ctx, name); err == nil {
-		return nil, errkind.WithHint(errkind.New(errkind.AlreadyExists, "image %q already exists", name),
-			"choose another --name or delete it with `banger image delete "+name+"`")
+	size, err := d.checkNewImage(ctx, name, req.Size)
+	if err != nil {
+		return nil, err
 	}
 	// 4.
 	kin, err := d.resolveKernelInputs(ctx, kernelInputs{Ref: req.KernelRef, Kernel: req.KernelPath, Initrd: req.InitrdPath, Modules: req.ModulesDir})

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/bangerdev/banger/internal/bytesize"
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/fsatomic"
 	"github.com/bangerdev/banger/internal/model"
@@ -37,6 +38,25 @@ func (d *Daemon) stageImage(name, verb string) (*imageStage, error) {
 		return nil, fmt.Errorf("creating %s: %w", s.dir, err)
 	}
 	return s, nil
+}
+
+// checkNewImage checks what a new image is asked to be before any work:
+// its name, its --size (parsed; zero when not given) and that no image has
+// the name yet (checked again at publish, under the image lock).
+func (d *Daemon) checkNewImage(ctx context.Context, name, sizeFlag string) (size int64, err error) {
+	if err := model.ValidateImageName("image", name); err != nil {
+		return 0, err
+	}
+	if sizeFlag != "" {
+		if size, err = bytesize.Parse(sizeFlag); err != nil {
+			return 0, errkind.Wrap(errkind.InvalidArgument, err, "--size")
+		}
+	}
+	if _, err := d.store.GetImage(ctx, name); err == nil {
+		return 0, errkind.WithHint(errkind.New(errkind.AlreadyExists, "image %q already exists", name),
+			"choose another --name or delete it with `banger image delete "+name+"`")
+	}
+	return size, nil
 }
 
 // rootfs is where the image's root filesystem is written while staged.
