@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -153,13 +152,14 @@ func (a *App) startDaemon(ctx context.Context, c *client.Client) error {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
-			last := lastLogLine(logPath, offset)
-			if lostStartRace(logPath, offset) {
+			logged := logSince(logPath, offset)
+			if strings.Contains(logged, "already serves") {
 				// Another CLI started a daemon at the same time and won
-				// the lock: use that one once it answers.
-				return waitForDaemon(ctx, c, time.Until(deadline))
+				// the lock (both log to the same file): wait for that one.
+				exited = nil
+				continue
 			}
-			return errkind.WithHint(fmt.Errorf("bangerd exited during start-up (%v): %s", err, last),
+			return errkind.WithHint(fmt.Errorf("bangerd exited during start-up (%v): %s", err, lastLine(logged)),
 				"see "+logPath)
 		case <-ctx.Done():
 			return ctx.Err()
@@ -173,53 +173,25 @@ func (a *App) startDaemon(ctx context.Context, c *client.Client) error {
 		"see "+logPath)
 }
 
-// waitForDaemon waits up to timeout for a daemon to answer on c.
-func waitForDaemon(ctx context.Context, c *client.Client, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		_, err := probe(ctx, c)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return errkind.Wrap(errkind.Unavailable, err, "waiting for the bangerd another banger started")
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// lostStartRace reports whether the log since offset says another daemon
-// already held the lock (both daemons log to the same file).
-func lostStartRace(path string, offset int64) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	_, _ = f.Seek(offset, io.SeekStart)
-	b, _ := io.ReadAll(io.LimitReader(f, 1<<20))
-	return strings.Contains(string(b), "already serves")
-}
-
-func lastLogLine(path string, offset int64) string {
+// logSince returns what was appended to the log at path after offset
+// (at most 1 MiB).
+func logSince(path string, offset int64) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return ""
 	}
 	defer f.Close()
-	_, _ = f.Seek(offset, io.SeekStart)
-	var last string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if l := strings.TrimSpace(sc.Text()); l != "" {
-			last = l
-		}
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return ""
 	}
-	return last
+	b, _ := io.ReadAll(io.LimitReader(f, 1<<20))
+	return string(b)
+}
+
+// lastLine is the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // stopDaemon asks the daemon to exit and waits until the socket is gone.
