@@ -135,19 +135,11 @@ func lockCache(ctx context.Context, dir string, waiting func()) (func(), error) 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating build cache: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("locking build cache: %w", err)
-	}
 	told := false
 	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
+		unlock, err := tryLockCache(dir)
 		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("locking build cache: %w", err)
+			return unlock, err
 		}
 		if !told {
 			waiting()
@@ -155,32 +147,42 @@ func lockCache(ctx context.Context, dir string, waiting func()) (func(), error) 
 		}
 		select {
 		case <-ctx.Done():
-			f.Close()
 			return nil, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
 
+// tryLockCache takes the cache's exclusive lock without waiting; the error
+// wraps unix.EWOULDBLOCK when a build holds it, fs.ErrNotExist when dir
+// does not exist.
+func tryLockCache(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("locking build cache: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking build cache: %w", err)
+	}
+	return func() { f.Close() }, nil
+}
+
 // Prune empties the step cache at dir and reports the bytes its files
 // used (allocated blocks) and how many cached states it held; with dryRun
 // it only counts. It refuses, as a Conflict, while a build holds the cache.
 func Prune(dir string, dryRun bool) (freed int64, states int, err error) {
-	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
-	if errors.Is(err, fs.ErrNotExist) {
+	unlock, err := tryLockCache(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return 0, 0, nil // no cache yet
+	case errors.Is(err, unix.EWOULDBLOCK):
+		return 0, 0, errkind.WithHint(errkind.New(errkind.Conflict, "an image build is using the build cache"),
+			"prune again when it has finished")
+	case err != nil:
+		return 0, 0, err
 	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("locking build cache: %w", err)
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return 0, 0, errkind.WithHint(errkind.New(errkind.Conflict, "an image build is using the build cache"),
-				"prune again when it has finished")
-		}
-		return 0, 0, fmt.Errorf("locking build cache: %w", err)
-	}
+	defer unlock()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, 0, fmt.Errorf("reading build cache: %w", err)
