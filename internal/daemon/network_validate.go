@@ -66,20 +66,8 @@ func (h *hostNetwork) validate(ctx context.Context, req api.VMCreateRequest) (mo
 // checkHostPort fails if a forward's host socket is taken: by a forward of
 // another VM (running or not) or by any process now.
 func (h *hostNetwork) checkHostPort(ctx context.Context, vmID string, s portfwd.Spec) error {
-	vms, err := h.d.store.ListVMs(ctx)
-	if err != nil {
+	if err := h.checkHostPortOwners(ctx, vmID, s); err != nil {
 		return err
-	}
-	for _, vm := range vms {
-		if vm.ID == vmID {
-			continue
-		}
-		for _, f := range vm.Network.Forwards {
-			if o, ok := specOf(f); ok && !f.Auto && o.Conflicts(s) {
-				return errkind.New(errkind.Conflict, "host port %s/%s is already forwarded to vm %s port %d",
-					s.HostEndpoint(), s.Proto, vm.Name, o.GuestPort)
-			}
-		}
 	}
 	// Probe: bind and release.
 	f, err := portfwd.Start(s, func(context.Context, string, int) (net.Conn, error) {
