@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/imagepull"
+	"github.com/bangerdev/banger/internal/testenv"
 )
 
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
@@ -137,13 +138,13 @@ func bench(ctx context.Context, n int, cacheDir, variant string, verify bool) er
 		return err
 	}
 	defer os.RemoveAll(work)
-	addr, stop, err := startRegistry(ctx, filepath.Join(work, "registry"))
+	reg, err := testenv.RunRegistry(filepath.Join(work, "registry"))
 	if err != nil {
-		return err
+		return fmt.Errorf("starting docker-registry: %w", err)
 	}
-	defer stop()
+	defer reg.Stop()
 	t0 := time.Now()
-	ref, err := pushImage(addr+"/bench/"+variant+":latest", layers)
+	ref, err := pushImage(reg.Ref("bench/"+variant+":latest"), layers)
 	if err != nil {
 		return err
 	}

@@ -54,21 +54,41 @@ const (
 func StartRegistry(t testing.TB) *Registry {
 	t.Helper()
 	bin := RequireBinary(t, registryBinary)
-	dir := t.TempDir()
-	var lastErr error
+	r, err := runRegistry(bin, t.TempDir())
+	if err != nil {
+		t.Fatalf("starting docker-registry: %v", err)
+	}
+	t.Cleanup(r.stop)
+	return r
+}
+
+// RunRegistry is StartRegistry outside a test (benchmarks): storage under
+// dir; the caller ends it with Stop.
+func RunRegistry(dir string) (*Registry, error) {
+	bin, err := LookBinary(registryBinary)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return runRegistry(bin, dir)
+}
+
+// Stop terminates a registry started by RunRegistry and waits for it.
+func (r *Registry) Stop() { r.stop() }
+
+// runRegistry starts the registry, on another free port when the one it
+// picked was taken in the meantime.
+func runRegistry(bin, dir string) (*Registry, error) {
+	var err error
 	for range registryStartTries {
-		r, err := startRegistry(bin, dir)
-		if err == nil {
-			t.Cleanup(r.stop)
-			return r
-		}
-		lastErr = err
-		if !errors.Is(err, errPortTaken) {
-			break
+		var r *Registry
+		if r, err = startRegistry(bin, dir); err == nil || !errors.Is(err, errPortTaken) {
+			return r, err
 		}
 	}
-	t.Fatalf("starting docker-registry: %v", lastErr)
-	return nil
+	return nil, err
 }
 
 var errPortTaken = errors.New("port taken")
