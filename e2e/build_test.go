@@ -12,6 +12,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/api"
 	"github.com/bangerdev/banger/internal/model"
+	"github.com/bangerdev/banger/internal/testenv"
 )
 
 // TestImageBuild builds a small Dockerfile FROM the busybox test image in
@@ -124,7 +125,7 @@ CMD ["sh"]
 			t.Errorf("image %s published by a failed build:\n%s", n, list)
 		}
 	}
-	if pids := qemuPIDs(e.home); len(pids) != 0 {
+	if pids := testenv.QEMUPIDs(e.home); len(pids) != 0 {
 		t.Errorf("build VMs left running: %v", pids)
 	}
 	if left, _ := filepath.Glob(filepath.Join(e.home, "state", "images", "*.staging")); len(left) != 0 {
@@ -156,7 +157,7 @@ func TestImageBuildDaemonKilled(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no build vm appeared\ndaemon log:\n%s", e.daemonLog())
 		}
-		pids = qemuPIDs(runDir)
+		pids = testenv.QEMUPIDs(runDir)
 	}
 	// Let the RUN step start, then kill the daemon outright.
 	time.Sleep(3 * time.Second)
@@ -164,7 +165,7 @@ func TestImageBuildDaemonKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = build.Wait()
-	if left := qemuPIDs(runDir); len(left) == 0 {
+	if left := testenv.QEMUPIDs(runDir); len(left) == 0 {
 		t.Fatal("the build vm died with the daemon; nothing to test")
 	}
 	scratch, _ := filepath.Glob(filepath.Join(e.home, "cache", "build", "tmp", "build-*"))
@@ -173,9 +174,9 @@ func TestImageBuildDaemonKilled(t *testing.T) {
 	}
 
 	e.must("image", "list") // starts a new daemon
-	for deadline := time.Now().Add(10 * time.Second); len(qemuPIDs(runDir)) > 0; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); len(testenv.QEMUPIDs(runDir)) > 0; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("build vm %v still runs after the daemon restarted", qemuPIDs(runDir))
+			t.Fatalf("build vm %v still runs after the daemon restarted", testenv.QEMUPIDs(runDir))
 		}
 	}
 	if ents, _ := os.ReadDir(runDir); len(ents) != 0 {

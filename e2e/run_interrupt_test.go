@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/client"
+	"github.com/bangerdev/banger/internal/testenv"
 )
 
 // TestRunInterrupt sends SIGINT to `banger vm run` at each stage of its
@@ -29,7 +30,7 @@ func TestRunInterrupt(t *testing.T) {
 	e := rtEnv(t)
 	home := e.home + string(filepath.Separator)
 	t.Cleanup(func() {
-		for _, pid := range qemuPIDs(home) {
+		for _, pid := range testenv.QEMUPIDs(home) {
 			t.Errorf("killing QEMU pid %d left running by the test", pid)
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
@@ -45,7 +46,7 @@ func TestRunInterrupt(t *testing.T) {
 	}
 	// Each trigger reports when the run of VM name has reached its stage.
 	type trigger func(name string, stdout *rtSyncBuffer) bool
-	qemuOf := func(name string) []int { return qemuPIDs("banger.hostname=" + name) }
+	qemuOf := func(name string) []int { return testenv.QEMUPIDs("banger.hostname=" + name) }
 	atDisks := func(string, *rtSyncBuffer) bool { return len(vmDirs()) > 0 }
 	atBoot := func(name string, _ *rtSyncBuffer) bool { return len(qemuOf(name)) > 0 }
 	var qemuSince time.Time
@@ -77,8 +78,8 @@ func TestRunInterrupt(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			qemuSince = time.Time{}
-			if pids := qemuPIDs(home); len(pids) > 0 {
-				t.Fatalf("QEMU running before the run: %v %q", pids, procArgs(pids[0]))
+			if pids := testenv.QEMUPIDs(home); len(pids) > 0 {
+				t.Fatalf("QEMU running before the run: %v %q", pids, testenv.ProcArgs(pids[0]))
 			}
 			name := "intr-" + tc.name
 			args := []string{"vm", "run", "--name", name, "--memory", vmMemMiB, "--net", "none"}
@@ -134,12 +135,12 @@ func TestRunInterrupt(t *testing.T) {
 			var pids []int
 			settled := false
 			for settle := time.Now().Add(150 * time.Second); time.Now().Before(settle); time.Sleep(200 * time.Millisecond) {
-				vms, pids = listVMs(t, e), qemuPIDs(home)
+				vms, pids = listVMs(t, e), testenv.QEMUPIDs(home)
 				if tc.rm {
 					settled = len(vms) == 0 && len(pids) == 0 && len(vmDirs()) == 0
 				} else {
 					settled = len(vms) == 1 && vms[0].Name == name &&
-						(vms[0].State == "running" && len(qemuPIDs(vms[0].Dir+"/")) == 1 ||
+						(vms[0].State == "running" && len(testenv.QEMUPIDs(vms[0].Dir+"/")) == 1 ||
 							(vms[0].State == "stopped" || vms[0].State == "created") && len(pids) == 0)
 				}
 				if settled {
@@ -210,11 +211,11 @@ func watchListVsQEMU(e *env, home string) *listMonitor {
 				return
 			default:
 			}
-			before := qemuPIDs(home)
+			before := testenv.QEMUPIDs(home)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			vms, err := c.ListVMs(ctx)
 			cancel()
-			after := qemuPIDs(home)
+			after := testenv.QEMUPIDs(home)
 			if err != nil {
 				time.Sleep(20 * time.Millisecond)
 				continue

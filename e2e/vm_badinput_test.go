@@ -70,7 +70,7 @@ func testVMBadInput(t *testing.T, ve *vmEnv) {
 	if left := e.vmDirs(); len(left) != 0 {
 		t.Errorf("dirs after refused creates: %v", left)
 	}
-	if pids := qemuPIDs(e.home); len(pids) != 0 {
+	if pids := testenv.QEMUPIDs(e.home); len(pids) != 0 {
 		t.Errorf("QEMU after refused creates: %v", pids)
 	}
 }
@@ -112,7 +112,7 @@ func testVMSameName(t *testing.T, ve *vmEnv) {
 	if dirs := e.vmDirs(); len(dirs) != 1 || dirs[0] != vms[0].ID {
 		t.Fatalf("vm dirs after racing creates: %v (want [%s])", dirs, vms[0].ID)
 	}
-	if pids := qemuPIDs(e.home); len(pids) != 1 {
+	if pids := testenv.QEMUPIDs(e.home); len(pids) != 1 {
 		t.Fatalf("QEMU processes after racing creates: %v", pids)
 	}
 	// Once it exists, the same name is refused at once.
@@ -133,7 +133,7 @@ func testVMManage(t *testing.T, ve *vmEnv) {
 	e := ve.env
 	vm := e.createVM("mng", "--no-start")
 	e.createVM("prn", "--no-start")
-	if vm.State != "created" || len(qemuPIDs(vm.Dir)) != 0 {
+	if vm.State != "created" || len(testenv.QEMUPIDs(vm.Dir)) != 0 {
 		t.Fatalf("--no-start: %+v", vm)
 	}
 	// Without --name, a DNS-label name is generated.
@@ -274,7 +274,7 @@ func TestVMBootFailures(t *testing.T) {
 		if vm.State != "error" || !strings.Contains(vm.LastError, "qemu") {
 			t.Fatalf("vm after failed boot: %+v", vm)
 		}
-		if pids := qemuPIDs(vm.Dir); len(pids) != 0 {
+		if pids := testenv.QEMUPIDs(vm.Dir); len(pids) != 0 {
 			t.Fatalf("QEMU left: %v", pids)
 		}
 		assertNoSockets(t, vm.Dir)
@@ -298,7 +298,7 @@ func TestVMBootFailures(t *testing.T) {
 		if vm.State != "error" || !strings.Contains(vm.LastError, vm.ConsoleLog) {
 			t.Fatalf("vm after the failed boot: %+v", vm)
 		}
-		if pids := qemuPIDs(vm.Dir); len(pids) != 0 {
+		if pids := testenv.QEMUPIDs(vm.Dir); len(pids) != 0 {
 			t.Fatalf("QEMU left: %v", pids)
 		}
 		assertNoSockets(t, vm.Dir)
@@ -325,7 +325,7 @@ func TestVMBootFailures(t *testing.T) {
 		if vm.State != "error" || !strings.Contains(vm.LastError, vm.ConsoleLog) {
 			t.Fatalf("vm after timeout: %+v", vm)
 		}
-		if pids := qemuPIDs(vm.Dir); len(pids) != 0 {
+		if pids := testenv.QEMUPIDs(vm.Dir); len(pids) != 0 {
 			t.Fatalf("QEMU left after the timeout: %v", pids)
 		}
 		assertNoSockets(t, vm.Dir)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,7 +55,7 @@ func newBareVMEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		for _, pid := range qemuPIDs(e.home) {
+		for _, pid := range testenv.QEMUPIDs(e.home) {
 			t.Errorf("killing QEMU pid %d left running by the test", pid)
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
@@ -203,44 +202,15 @@ func (e *env) bootID(name string) string {
 	return id
 }
 
-// qemuPIDs lists QEMU processes whose command line mentions substr.
-func qemuPIDs(substr string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		argv := procArgs(pid)
-		if len(argv) == 0 || !strings.Contains(filepath.Base(argv[0]), "qemu-system") {
-			continue
-		}
-		if strings.Contains(strings.Join(argv, " "), substr) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-// procArgs is a process's argv (nil when it is gone or a zombie).
-func procArgs(pid int) []string {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-	if err != nil || len(b) == 0 {
-		return nil
-	}
-	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-}
-
 // vmQEMU returns the pid of the one QEMU process running vm, and the
 // runtime files named on its command line (sockets, pidfile, console).
 func (e *env) vmQEMU(vm api.VMInfo) (int, []string) {
 	e.t.Helper()
-	pids := qemuPIDs(vm.Dir)
+	pids := testenv.QEMUPIDs(vm.Dir)
 	if len(pids) != 1 {
 		e.t.Fatalf("vm %s: want one QEMU process, found %v", vm.Name, pids)
 	}
-	return pids[0], runtimeFiles(procArgs(pids[0]))
+	return pids[0], runtimeFiles(testenv.ProcArgs(pids[0]))
 }
 
 // runtimeFiles picks the socket and pidfile paths out of a QEMU argv.
@@ -263,7 +233,7 @@ func runtimeFiles(argv []string) []string {
 func waitGone(pid int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if syscall.Kill(pid, 0) != nil || procArgs(pid) == nil {
+		if syscall.Kill(pid, 0) != nil || testenv.ProcArgs(pid) == nil {
 			return true
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -275,7 +245,7 @@ func waitGone(pid int, timeout time.Duration) bool {
 // no runtime files, no VM directory, no row.
 func (e *env) assertNoLeaks(vm api.VMInfo, files []string) {
 	e.t.Helper()
-	if pids := qemuPIDs(vm.ID); len(pids) > 0 {
+	if pids := testenv.QEMUPIDs(vm.ID); len(pids) > 0 {
 		e.t.Errorf("vm %s: QEMU still running: %v", vm.Name, pids)
 	}
 	for _, f := range files {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/api"
+	"github.com/bangerdev/banger/internal/testenv"
 )
 
 // TestVM boots real microVMs through the CLI and daemon. The subtests share
@@ -29,7 +30,7 @@ func TestVM(t *testing.T) {
 	if left := e.vmDirs(); len(left) != 0 {
 		t.Errorf("vm dirs left: %v", left)
 	}
-	if pids := qemuPIDs(e.home); len(pids) != 0 {
+	if pids := testenv.QEMUPIDs(e.home); len(pids) != 0 {
 		t.Errorf("QEMU processes left: %v", pids)
 	}
 }
@@ -163,7 +164,7 @@ func testVMLifecycle(t *testing.T, ve *vmEnv) {
 	if r.code == 0 || !strings.Contains(r.stderr, "is running") || !strings.Contains(r.stderr, "--force") {
 		t.Fatalf("delete of a running vm: %+v", r)
 	}
-	if e.showVM("life").State != "running" || len(qemuPIDs(vm.Dir)) != 1 {
+	if e.showVM("life").State != "running" || len(testenv.QEMUPIDs(vm.Dir)) != 1 {
 		t.Fatal("refused delete changed the vm")
 	}
 	if out := e.must("vm", "delete", "-f", "life"); !strings.Contains(out, "life deleted") {
@@ -227,7 +228,7 @@ func testVMReadopt(t *testing.T, ve *vmEnv) {
 	if st := e.showVM("adopt-a"); st.State != "running" {
 		t.Fatalf("adopt-a after readopt: %+v", st)
 	}
-	if pids := qemuPIDs(a.Dir); len(pids) != 1 || pids[0] != pidA {
+	if pids := testenv.QEMUPIDs(a.Dir); len(pids) != 1 || pids[0] != pidA {
 		t.Fatalf("adopt-a QEMU pids %v, want [%d]", pids, pidA)
 	}
 	// A clean daemon stop leaves the VM running too.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/agentclient"
 	"github.com/bangerdev/banger/internal/agentproto"
+	"github.com/bangerdev/banger/internal/testenv"
 	"github.com/bangerdev/banger/internal/vmdisk"
 )
 
@@ -44,11 +45,11 @@ func (rt rawTemplate) argvFor(dir string) []string {
 
 // captureTemplate finds the QEMU process of the VM in vmDir.
 func captureTemplate(vmDir string) (rawTemplate, error) {
-	pids := qemuPIDs(vmDir)
+	pids := testenv.QEMUPIDs(vmDir)
 	if len(pids) != 1 {
 		return rawTemplate{}, fmt.Errorf("want one QEMU process for %s, found %v", vmDir, pids)
 	}
-	argv := procArgs(pids[0])
+	argv := testenv.ProcArgs(pids[0])
 	for _, a := range argv {
 		if strings.Contains(a, ".sock") && !strings.Contains(a, vmDir) {
 			return rawTemplate{}, fmt.Errorf("socket outside the vm dir (%s): raw runs would share it", a)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bangerdev/banger/internal/kernel/apt"
+	"github.com/bangerdev/banger/internal/testenv"
 )
 
 // kernelPackage is the Debian cloud kernel the e2e tests also use.
@@ -77,7 +78,7 @@ func (in *install) close() {
 		_, _ = in.run(ctx, "daemon", "stop")
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	for _, pid := range qemuPIDs(in.home) {
+	for _, pid := range testenv.QEMUPIDs(in.home) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
@@ -148,33 +149,6 @@ func busyboxRootfs(ctx context.Context, root, out string, size int64) error {
 		return fmt.Errorf("resize2fs %s: %w\n%s", out, err, b)
 	}
 	return nil
-}
-
-// qemuPIDs lists QEMU processes whose command line mentions substr.
-func qemuPIDs(substr string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		argv := procArgs(pid)
-		if len(argv) > 0 && strings.Contains(filepath.Base(argv[0]), "qemu-system") &&
-			strings.Contains(strings.Join(argv, " "), substr) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-// procArgs is a process's argv (nil when it is gone).
-func procArgs(pid int) []string {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-	if err != nil || len(b) == 0 {
-		return nil
-	}
-	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 }
 
 // writeBytes reads write_bytes from /proc/PID/io: bytes the process (and

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	"github.com/bangerdev/banger/internal/testenv"
 )
 
 // writeSample is what one `vm create` cost on the host's storage.
@@ -44,7 +46,7 @@ func measureCreate(ctx context.Context, in *install, image, name string, noStart
 		return s, err
 	}
 	if !noStart {
-		pids := qemuPIDs(vm.Dir)
+		pids := testenv.QEMUPIDs(vm.Dir)
 		if len(pids) != 1 {
 			return s, fmt.Errorf("vm %s: QEMU processes %v", name, pids)
 		}
