@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/bangerdev/banger/internal/lookpath"
 )
 
 // Probes is how the checks read the host. Each field is one small operation;
@@ -119,21 +121,9 @@ func openReadWrite(path string) error {
 	return f.Close()
 }
 
-func lookPathSbin(name string) (string, error) {
-	path, err := exec.LookPath(name)
-	if err == nil || filepath.Base(name) != name {
-		return path, err
-	}
-	// e2fsprogs and nft live in the sbin directories on Debian, which are
-	// on root's PATH only.
-	for _, dir := range []string{"/usr/local/sbin", "/usr/sbin", "/sbin"} {
-		candidate := filepath.Join(dir, name)
-		if fi, serr := os.Stat(candidate); serr == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
-			return candidate, nil
-		}
-	}
-	return "", err
-}
+// lookPathSbin finds tools in the sbin directories too: e2fsprogs and nft
+// live there on Debian, on root's PATH only.
+func lookPathSbin(name string) (string, error) { return lookpath.Find(name) }
 
 func runCombined(ctx context.Context, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)

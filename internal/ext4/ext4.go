@@ -30,6 +30,7 @@ import (
 	"github.com/Microsoft/hcsshim/ext4/tar2ext4"
 
 	"github.com/bangerdev/banger/internal/errkind"
+	"github.com/bangerdev/banger/internal/lookpath"
 )
 
 const (
@@ -201,16 +202,11 @@ func run(ctx context.Context, tool string, args ...string) error {
 // debugfs, mke2fs), searching $PATH and then /usr/sbin and /sbin, which are
 // often missing from a non-root $PATH.
 func Tool(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
+	p, err := lookpath.Find(name)
+	if err != nil {
+		return "", errkind.WithHint(errkind.New(errkind.Unavailable, "%s not found", name), "install e2fsprogs")
 	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
-		p := dir + "/" + name
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", errkind.WithHint(errkind.New(errkind.Unavailable, "%s not found", name), "install e2fsprogs")
+	return p, nil
 }
 
 // ctxReader fails reads once ctx is done, so a long conversion stops promptly.

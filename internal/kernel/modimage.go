@@ -17,6 +17,7 @@ import (
 
 	"github.com/bangerdev/banger/internal/errkind"
 	"github.com/bangerdev/banger/internal/ext4"
+	"github.com/bangerdev/banger/internal/lookpath"
 )
 
 // ModulesLabel is the volume label of a modules image.
@@ -46,9 +47,9 @@ func ModulesImage(ctx context.Context, cacheDir, kernelID, modulesDir, release s
 		os.Chtimes(path, now, now) // mark as used
 		return path, nil
 	}
-	depmod, err := depmodPath()
+	depmod, err := lookpath.Find("depmod")
 	if err != nil {
-		return "", err
+		return "", ErrNoDepmod
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", fmt.Errorf("creating modules cache %s: %w", cacheDir, err)
@@ -82,20 +83,6 @@ func ModulesImage(ctx context.Context, cacheDir, kernelID, modulesDir, release s
 		return "", fmt.Errorf("publishing modules image: %w", err)
 	}
 	return path, nil
-}
-
-// depmodPath finds depmod in PATH or in the sbin directories a non-root
-// PATH often lacks.
-func depmodPath() (string, error) {
-	if p, err := exec.LookPath("depmod"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/sbin/depmod", "/sbin/depmod"} {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
-			return p, nil
-		}
-	}
-	return "", ErrNoDepmod
 }
 
 // linkTree creates dst with one symlink per entry of src, except the

@@ -28,10 +28,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bangerdev/banger/internal/lookpath"
 )
 
 // DefaultCacheDir is the persistent fixture cache used when BANGER_TEST_CACHE
@@ -123,26 +124,8 @@ var setupPackages = map[string]string{
 	"ssh-keygen":         "openssh-client",
 }
 
-// sbinDirs are searched after PATH: a non-root PATH often lacks them, yet
-// e2fsprogs and iproute2 install there.
-var sbinDirs = []string{"/usr/local/sbin", "/usr/sbin", "/sbin"}
-
 // LookBinary finds name on PATH or in the sbin directories.
-func LookBinary(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	if strings.ContainsRune(name, '/') {
-		return "", fmt.Errorf("looking up %s: not executable", name)
-	}
-	for _, dir := range sbinDirs {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("looking up %s: not found on PATH or in %s", name, strings.Join(sbinDirs, ":"))
-}
+func LookBinary(name string) (string, error) { return lookpath.Find(name) }
 
 // RequireBinary returns the path of the named executable. When it is absent
 // the test is skipped, or fails under CI if scripts/setup.sh installs it.
