@@ -2,13 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,61 +21,6 @@ func caImage(t *testing.T) string {
 	})
 }
 
-// testCA is a CA certificate with its key.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T, cn string) testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// leaf returns the PEM of a TLS server certificate for host signed by ca.
-func (ca testCA) leaf(t *testing.T, host string) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: host},
-		DNSNames: []string{host}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The host's own verifier accepts it with ca as the only root.
-	leaf, _ := x509.ParseCertificate(der)
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: host}); err != nil {
-		t.Fatalf("leaf does not verify on the host: %v", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
-
 // TestGuestCACerts configures guest_ca_certs and checks, offline with
 // openssl in the guest, that leaf certificates signed by the configured
 // CAs verify against the guest's trust store (the bundle and the hashed
@@ -97,14 +35,14 @@ func TestGuestCACerts(t *testing.T) {
 
 	// corp.crt holds one CA; extra.pem two (leaves are signed by the second).
 	dir := t.TempDir()
-	corp, other, extra := newTestCA(t, "banger e2e corp CA"), newTestCA(t, "banger e2e other CA"), newTestCA(t, "banger e2e extra CA")
+	corp, other, extra := testenv.NewCA(t, "banger e2e corp CA"), testenv.NewCA(t, "banger e2e other CA"), testenv.NewCA(t, "banger e2e extra CA")
 	corpFile, extraFile := filepath.Join(dir, "corp.crt"), filepath.Join(dir, "extra.pem")
 	leafCorp, leafExtra := filepath.Join(dir, "leaf-corp.pem"), filepath.Join(dir, "leaf-extra.pem")
 	for p, data := range map[string][]byte{
-		corpFile:  corp.pem,
-		extraFile: append(append([]byte("# two roots\n"), other.pem...), extra.pem...),
-		leafCorp:  corp.leaf(t, "proxy.corp.example"),
-		leafExtra: extra.leaf(t, "git.extra.example"),
+		corpFile:  corp.PEM,
+		extraFile: append(append([]byte("# two roots\n"), other.PEM...), extra.PEM...),
+		leafCorp:  corp.Leaf(t, "proxy.corp.example"),
+		leafExtra: extra.Leaf(t, "git.extra.example"),
 	} {
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			t.Fatal(err)
@@ -135,8 +73,8 @@ func TestGuestCACerts(t *testing.T) {
 		}
 	}
 	// count is how many times ca's certificate is in the guest's bundle.
-	count := func(ca testCA) int {
-		return bytes.Count([]byte(e.guest(vm, "cat", bundle)), bytes.TrimSpace(ca.pem))
+	count := func(ca *testenv.CA) int {
+		return bytes.Count([]byte(e.guest(vm, "cat", bundle)), bytes.TrimSpace(ca.PEM))
 	}
 	restart := func(t *testing.T, what string) {
 		t.Helper()

@@ -2,39 +2,19 @@ package daemon
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/bangerdev/banger/internal/testenv"
 )
 
-func testCADER(t *testing.T, cn string) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
-}
+// testCA is the DER of a new self-signed CA certificate named cn.
+func testCA(t *testing.T, cn string) []byte { return testenv.NewCA(t, cn).DER }
 
 func certPEM(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
@@ -58,7 +38,7 @@ func TestCAFileName(t *testing.T) {
 
 func TestGuestCACertsNames(t *testing.T) {
 	dir := t.TempDir()
-	a, b, c := testCADER(t, "a"), testCADER(t, "b"), testCADER(t, "c")
+	a, b, c := testCA(t, "a"), testCA(t, "b"), testCA(t, "c")
 	write := func(rel string, data ...[]byte) string {
 		p := filepath.Join(dir, rel)
 		os.MkdirAll(filepath.Dir(p), 0o755)
@@ -90,7 +70,7 @@ func TestGuestCACertsNames(t *testing.T) {
 }
 
 func TestMissingFromBundle(t *testing.T) {
-	a, b := testCADER(t, "a"), testCADER(t, "b")
+	a, b := testCA(t, "a"), testCA(t, "b")
 	certs := []guestCACert{{Name: "a", DER: a}, {Name: "b", DER: b}}
 	bundle := append([]byte("# roots\n"), certPEM(a)...)
 	m := missingFromBundle(bundle, certs)
@@ -121,7 +101,7 @@ func TestGuestCAScript(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bin, "update-ca-certificates"), []byte(fake), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	a, b := certPEM(testCADER(t, "a")), certPEM(testCADER(t, "b"))
+	a, b := certPEM(testCA(t, "a")), certPEM(testCA(t, "b"))
 	run := func(withTool bool, files map[string][]byte) (status, rest string) {
 		t.Helper()
 		os.MkdirAll(stage, 0o755)
